@@ -1,0 +1,269 @@
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""EDM's preconditioned denoiser D(x; σ) (Karras et al. 2022, Eq. 7) around a diffusers `UNet2DModel`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models import UNet2DModel
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..preconditioning import edm_preconditioning
+
+
+@dataclass
+class EDMPreconditionedUNet2DOutput(BaseOutput):
+    """
+    Output of [`EDMPreconditionedUNet2DModel`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            The denoised estimate D(x; σ), in float32 (float64 for a float64 model).
+    """
+
+    sample: torch.Tensor
+
+
+class ConditioningEmbedding(nn.Embedding):
+    """Class embedding of the backbone that accepts integer labels, one-hot/soft label vectors and augment labels.
+
+    The weight is an `nn.Embedding` table (so the backbone stays a stock `UNet2DModel` that loads elsewhere and takes
+    integer labels); a label vector v is embedded as vᵀW, which equals the table lookup for one-hot v. Augmentation
+    labels (EDM's non-leaky augmentation, 9 values with the paper's pipeline) go through a bias-free linear map, so
+    all-zero augment labels, as used at sampling, contribute nothing.
+
+    Its input is an integer tensor (B,) or a float tensor (B, num_class_labels + augment_dim) holding the label vector
+    followed by the augment labels.
+    """
+
+    def __init__(self, num_class_labels: int, augment_dim: int, embedding_dim: int) -> None:
+        super().__init__(num_class_labels, embedding_dim)
+        self.num_class_labels = num_class_labels
+        self.augment_proj = nn.Linear(augment_dim, embedding_dim, bias=False) if augment_dim else None
+        if self.augment_proj is not None:
+            nn.init.zeros_(self.augment_proj.weight)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if not labels.is_floating_point():
+            return super().forward(labels)
+        class_vectors, augment_labels = labels.split([self.num_class_labels, labels.shape[1] - self.num_class_labels], 1)
+        embedding = class_vectors.to(self.weight.dtype) @ self.weight
+        if self.augment_proj is not None:
+            embedding = embedding + self.augment_proj(augment_labels.to(self.augment_proj.weight.dtype))
+        return embedding
+
+
+class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
+    """
+    EDM's denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)) (Eq. 7, Table 1) with a diffusers
+    [`UNet2DModel`] as the raw network F. It returns the denoised image, so it pairs with [`EDMHeunScheduler`] in its
+    default `prediction_type="sample"`.
+
+    The backbone is configured with the argument names of `UNet2DModel` (`sample_size`, `in_channels`,
+    `block_out_channels`, `down_block_types`, …, see its documentation), given directly to this class. F is reachable
+    as `model.backbone`: it is a stock `UNet2DModel` that runs with diffusers' `EDMEulerScheduler` (whose
+    `prediction_type="epsilon"` means EDM's F) and can be saved on its own.
+
+    Args:
+        sigma_data (`float`, defaults to 0.5): data standard deviation σ_data of the preconditioning.
+        num_class_labels (`int`, defaults to 0): number of classes (0: unconditional). Labels may be integers or
+            one-hot/soft vectors, as EDM uses; they are embedded and added to the noise embedding.
+        augment_dim (`int`, defaults to 0): length of the augment-label vector of non-leaky augmentation (9 for EDM's
+            pipeline; 0: none). Mapped linearly (no bias) onto the noise embedding; absent labels mean zeros.
+        Other arguments: those of `UNet2DModel` (its sinusoidal time embedding receives c_noise = ¼ ln σ).
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | None = None,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (128, 256, 256, 256),
+        down_block_types: tuple[str, ...] = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types: tuple[str, ...] = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block: int = 2,
+        mid_block_type: str | None = "UNetMidBlock2D",
+        time_embedding_dim: int | None = None,
+        freq_shift: int = 0,
+        flip_sin_to_cos: bool = True,
+        mid_block_scale_factor: float = 1,
+        downsample_padding: int = 1,
+        downsample_type: str = "conv",
+        upsample_type: str = "conv",
+        dropout: float = 0.0,
+        act_fn: str = "silu",
+        attention_head_dim: int | None = 8,
+        norm_num_groups: int = 32,
+        attn_norm_num_groups: int | None = None,
+        norm_eps: float = 1e-5,
+        resnet_time_scale_shift: str = "default",
+        add_attention: bool = True,
+        sigma_data: float = 0.5,
+        num_class_labels: int = 0,
+        augment_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}.")
+        if num_class_labels < 0 or augment_dim < 0:
+            raise ValueError(f"num_class_labels and augment_dim must be >= 0, got {num_class_labels}, {augment_dim}.")
+        self.backbone = UNet2DModel(
+            sample_size=sample_size,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            layers_per_block=layers_per_block,
+            mid_block_type=mid_block_type,
+            time_embedding_type="positional",
+            time_embedding_dim=time_embedding_dim,
+            freq_shift=freq_shift,
+            flip_sin_to_cos=flip_sin_to_cos,
+            mid_block_scale_factor=mid_block_scale_factor,
+            downsample_padding=downsample_padding,
+            downsample_type=downsample_type,
+            upsample_type=upsample_type,
+            dropout=dropout,
+            act_fn=act_fn,
+            attention_head_dim=attention_head_dim,
+            norm_num_groups=norm_num_groups,
+            attn_norm_num_groups=attn_norm_num_groups,
+            norm_eps=norm_eps,
+            resnet_time_scale_shift=resnet_time_scale_shift,
+            add_attention=add_attention,
+            num_class_embeds=num_class_labels or None,
+        )
+        if num_class_labels or augment_dim:
+            embedding_dim = time_embedding_dim or block_out_channels[0] * 4
+            self.backbone.class_embedding = ConditioningEmbedding(num_class_labels, augment_dim, embedding_dim)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sigma: float | torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        augment_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> EDMPreconditionedUNet2DOutput | tuple:
+        """
+        The denoised estimate D(x; σ) (Eq. 7).
+
+        Args:
+            sample (`torch.Tensor`): noisy images x of shape (B, in_channels, H, W).
+            sigma (`float` or `torch.Tensor`): noise level σ > 0: a float, a 0-d tensor, or one per sample ((B,) or
+                (B, 1, 1, 1)).
+            class_labels (`torch.Tensor`, *optional*): integer labels (B,) or label vectors (B, num_class_labels).
+                A conditional model given `None` sees all-zero label vectors, as in EDM.
+            augment_labels (`torch.Tensor`, *optional*): augment labels (B, augment_dim); `None` means zeros (no
+                augmentation), which is how the model is sampled.
+            return_dict (`bool`, defaults to `True`): return an [`EDMPreconditionedUNet2DOutput`] or a tuple.
+
+        The preconditioning is computed in float32 (float64 for a float64 model) whatever dtype the backbone runs in.
+        """
+        config = self.config
+        batch_size = self._check_sample(sample)
+        precision = torch.float64 if self.dtype == torch.float64 else torch.float32
+        x = sample.to(precision)
+        sigma = self._sigma_per_sample(sigma, batch_size, x)
+        c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, config.sigma_data)
+        labels = self._conditioning(class_labels, augment_labels, batch_size, x.device)
+        model_input = (c_in * x).to(self.dtype)
+        raw_output = self.backbone(model_input, c_noise.flatten(), class_labels=labels).sample
+        denoised = c_skip * x + c_out * raw_output.to(precision)
+        if not return_dict:
+            return (denoised,)
+        return EDMPreconditionedUNet2DOutput(sample=denoised)
+
+    def _check_sample(self, sample: torch.Tensor) -> int:
+        config = self.config
+        if sample.ndim != 4 or sample.shape[1] != config.in_channels:
+            raise ValueError(
+                f"sample must have shape (batch, {config.in_channels}, height, width), got {tuple(sample.shape)}."
+            )
+        num_levels = len(config.block_out_channels) - 1
+        if sample.shape[2] % 2**num_levels or sample.shape[3] % 2**num_levels:
+            raise ValueError(
+                f"height and width must be divisible by {2**num_levels} ({num_levels} downsampling levels), got"
+                f" {tuple(sample.shape[2:])}."
+            )
+        return sample.shape[0]
+
+    @staticmethod
+    def _sigma_per_sample(sigma: float | torch.Tensor, batch_size: int, x: torch.Tensor) -> torch.Tensor:
+        """σ as a (B, 1, 1, 1) tensor in the preconditioning dtype; σ ≤ 0 is an error."""
+        sigma = torch.as_tensor(sigma, device=x.device).to(x.dtype)
+        if sigma.numel() not in (1, batch_size) or (sigma.ndim > 0 and sigma.shape[0] != sigma.numel()):
+            raise ValueError(
+                f"sigma must be a scalar or hold one noise level per sample ({batch_size}), got shape"
+                f" {tuple(sigma.shape)}."
+            )
+        if not torch.compiler.is_compiling():
+            if sigma.device.type == "cpu":
+                if not bool((sigma > 0).all()):
+                    raise ValueError(f"sigma must be > 0 (a noise standard deviation), got {sigma.flatten().tolist()}.")
+            else:
+                torch._assert_async((sigma > 0).all(), "sigma must be > 0 (a noise standard deviation)")
+        return sigma.reshape(-1, 1, 1, 1).expand(batch_size, 1, 1, 1)
+
+    def _conditioning(
+        self,
+        class_labels: torch.Tensor | None,
+        augment_labels: torch.Tensor | None,
+        batch_size: int,
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """The input of the backbone's class embedding: label vectors followed by augment labels (or None)."""
+        num_classes, augment_dim = self.config.num_class_labels, self.config.augment_dim
+        if class_labels is not None and not num_classes:
+            raise ValueError("class_labels were given but the model is unconditional (num_class_labels=0).")
+        if augment_labels is not None and not augment_dim:
+            raise ValueError("augment_labels were given but the model has augment_dim=0.")
+        if not (num_classes or augment_dim):
+            return None
+        if num_classes and augment_dim == 0 and class_labels is not None and not class_labels.is_floating_point():
+            return self._check_integer_labels(class_labels, batch_size)
+        parts = []
+        if num_classes:
+            parts.append(self._label_vectors(class_labels, batch_size, device))
+        if augment_dim:
+            if augment_labels is None:
+                augment_labels = torch.zeros(batch_size, augment_dim, device=device)
+            elif augment_labels.shape != (batch_size, augment_dim):
+                raise ValueError(
+                    f"augment_labels must have shape ({batch_size}, {augment_dim}), got {tuple(augment_labels.shape)}."
+                )
+            parts.append(augment_labels.to(device, torch.float32))
+        return torch.cat(parts, dim=1)
+
+    def _check_integer_labels(self, class_labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+        num_classes = self.config.num_class_labels
+        if class_labels.shape != (batch_size,):
+            raise ValueError(
+                f"integer class_labels must have shape ({batch_size},), got {tuple(class_labels.shape)}; label vectors"
+                f" must be floating point with shape ({batch_size}, {num_classes})."
+            )
+        if class_labels.device.type == "cpu" and not bool(((class_labels >= 0) & (class_labels < num_classes)).all()):
+            raise ValueError(f"class_labels must lie in [0, {num_classes}), got {class_labels.tolist()}.")
+        return class_labels
+
+    def _label_vectors(self, class_labels: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor:
+        """One-hot/soft label vectors (B, num_class_labels); zeros when None, as EDM's preconditioning does."""
+        num_classes = self.config.num_class_labels
+        if class_labels is None:
+            return torch.zeros(batch_size, num_classes, device=device)
+        if not class_labels.is_floating_point():
+            labels = self._check_integer_labels(class_labels, batch_size)
+            return nn.functional.one_hot(labels.to(device), num_classes).to(torch.float32)
+        if class_labels.shape != (batch_size, num_classes):
+            raise ValueError(
+                f"class label vectors must have shape ({batch_size}, {num_classes}), got {tuple(class_labels.shape)}."
+            )
+        return class_labels.to(device, torch.float32)

@@ -1,0 +1,234 @@
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""Image generation with an EDM denoiser and EDM's sampler (Karras et al. 2022, Algorithm 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..models.unet_edm import EDMPreconditionedUNet2DModel
+from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
+
+LOADER_MODULE = "pipeline_diffusers_edm"
+"""Name of the loader file written next to `model_index.json` (see `EDMPipeline.save_pretrained`)."""
+
+_LOADER_SOURCE = '''"""Written by diffusers-edm: lets `DiffusionPipeline.from_pretrained(<this repo>, trust_remote_code=True)` load
+this pipeline. It only imports the installed package (`pip install diffusers-edm`)."""
+
+from diffusers_edm import EDMPipeline  # noqa: F401
+'''
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class EDMPipeline(DiffusionPipeline):
+    r"""
+    Unconditional or class-conditional image generation with an EDM denoiser (Karras et al. 2022).
+
+    Args:
+        unet ([`EDMPreconditionedUNet2DModel`]): the denoiser D(x; σ).
+        scheduler ([`EDMHeunScheduler`]): EDM's sampler, in `prediction_type="sample"` mode (the model returns D).
+
+    Saved pipelines record the component classes by module path in `model_index.json`
+    (`diffusers_edm.models.unet_edm` and `diffusers_edm.schedulers.scheduling_edm_heun`); these paths are a stable
+    on-disk format. `EDMPipeline.from_pretrained(path)` loads them; `DiffusionPipeline.from_pretrained(path,
+    trust_remote_code=True)` works too, through the small loader file `pipeline_diffusers_edm.py` that
+    `save_pretrained` writes (it only imports this package).
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: EDMPreconditionedUNet2DModel, scheduler: EDMHeunScheduler) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        num_inference_steps: int = 18,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        sigmas: list[float] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generates images with EDM's sampler.
+
+        Args:
+            batch_size (`int`, defaults to 1): number of images.
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): classes of a conditional model: one int
+                for all images, one per image, or label vectors (batch_size, num_classes). `None` draws them
+                uniformly with `generator` (after the initial noise, per image when `generator` is a list).
+            num_inference_steps (`int`, defaults to 18): sampler steps N; the model is evaluated 2N − 1 times
+                (Heun). 18 steps (35 evaluations) is the paper's CIFAR-10 setting.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): random source; a list gives one
+                generator per image, making each image independent of the batch it is in.
+            latents (`torch.Tensor`, *optional*): unscaled N(0, I) initial noise (batch_size, C, H, W); the pipeline
+                multiplies it by `scheduler.init_noise_sigma`.
+            output_type (`str`, defaults to "pil"): "pil" (quantised as EDM's generate.py does: clip(127.5 x + 128)
+                truncated to uint8), "np" (float32 (B, H, W, C) in [0, 1]) or "pt" (float32 (B, C, H, W) in [0, 1]).
+            return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): called after every model evaluation as
+                `callback_on_step_end(pipe, i, t, callback_kwargs)`; it may return `{"latents": ...}` to replace the
+                sample.
+            callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs` (only "latents").
+            sigmas (`list[float]`, *optional*): custom step noise levels σ_0 > … > σ_{N-1} instead of the ρ-schedule.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the images.
+        """
+        self._check_components()
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} is not supported; use one of {OUTPUT_TYPES}.")
+        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown_inputs:
+            raise ValueError(f"callback_on_step_end_tensor_inputs may only contain {self._callback_tensor_inputs}.")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        device = self._execution_device
+        # Algorithm 2 keeps its state in float64 (as the official sampler); MPS has no float64.
+        state_dtype = torch.float32 if device.type == "mps" else torch.float64
+
+        noise = self._initial_noise(batch_size, latents, generator, device)
+        labels = self._class_labels(class_labels, batch_size, generator, device)
+        self.scheduler.set_timesteps(num_inference_steps if sigmas is None else None, device=device, sigmas=sigmas)
+        sample = noise.to(state_dtype) * self.scheduler.init_noise_sigma
+
+        timesteps = self.scheduler.timesteps
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                model_input = self.scheduler.scale_model_input(sample, t)
+                denoised = self.unet(model_input, t, class_labels=labels, return_dict=False)[0]
+                sample = self.scheduler.step(denoised, t, sample, generator=generator, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    callback_kwargs = {}
+                    for name in callback_on_step_end_tensor_inputs:
+                        callback_kwargs[name] = sample
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    sample = callback_outputs.pop("latents", sample)
+                progress_bar.update()
+
+        images = postprocess_edm_images(sample, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def _check_components(self) -> None:
+        scheduler_config = self.scheduler.config
+        timestep_type = getattr(self.scheduler, "resolved_timestep_type", None)
+        if scheduler_config.get("prediction_type") != "sample" or timestep_type != "sigma":
+            raise ValueError(
+                "EDMPipeline's unet returns the denoised image D(x; σ) and takes σ itself as its timestep; use an"
+                " EDMHeunScheduler with prediction_type='sample' and timestep_type='sigma' (its defaults), e.g."
+                " EDMHeunScheduler.from_config(pipe.scheduler.config, prediction_type='sample', timestep_type=None)."
+            )
+
+    def _initial_noise(
+        self,
+        batch_size: int,
+        latents: torch.Tensor | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+    ) -> torch.Tensor:
+        config = self.unet.config
+        shape = (batch_size, config.in_channels, config.sample_size, config.sample_size)
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape} (unscaled N(0, I) noise), got {tuple(latents.shape)}.")
+        return latents.to(device)
+
+    def _class_labels(
+        self,
+        class_labels: int | list[int] | torch.Tensor | None,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """Integer labels (B,) or label vectors for a conditional model, drawn uniformly when not given."""
+        num_classes = self.unet.config.num_class_labels
+        if not num_classes:
+            if class_labels is not None:
+                raise ValueError("class_labels were given but the unet is unconditional (num_class_labels=0).")
+            return None
+        if class_labels is None:
+            if isinstance(generator, list):
+                return torch.stack([_randint(num_classes, (), g) for g in generator]).to(device)
+            return _randint(num_classes, (batch_size,), generator).to(device)
+        if isinstance(class_labels, int):
+            class_labels = [class_labels] * batch_size
+        labels = torch.as_tensor(class_labels)
+        if labels.is_floating_point():
+            if labels.shape != (batch_size, num_classes):
+                raise ValueError(f"label vectors must have shape ({batch_size}, {num_classes}), got {tuple(labels.shape)}.")
+            return labels.to(device)
+        if labels.shape != (batch_size,):
+            raise ValueError(f"Got {labels.numel()} class labels for batch_size={batch_size}; pass one per image.")
+        if not bool(((labels >= 0) & (labels < num_classes)).all()):
+            raise ValueError(f"class_labels must lie in [0, {num_classes}), got {labels.tolist()}.")
+        return labels.to(device)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Saves the pipeline like [`DiffusionPipeline.save_pretrained`] and adds the loader file that lets
+        `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` resolve `EDMPipeline`."""
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        if push_to_hub:
+            raise ValueError(
+                "EDMPipeline.save_pretrained(push_to_hub=True) is not supported: save locally, then upload the folder"
+                " with huggingface_hub.upload_folder (train_edm.py --push_to_hub does this)."
+            )
+        super().save_pretrained(save_directory, **kwargs)
+        with open(os.path.join(save_directory, f"{LOADER_MODULE}.py"), "w", encoding="utf-8") as f:
+            f.write(_LOADER_SOURCE)
+        index_path = os.path.join(save_directory, self.config_name)
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        index["_class_name"] = [LOADER_MODULE, type(self).__name__]
+        with open(index_path, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any) -> Any:
+        """Reads `model_index.json`; the `[loader, class]` form written by `save_pretrained` resolves to this class
+        without executing the loader file."""
+        result = super().load_config(*args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        class_name = config.get("_class_name")
+        if isinstance(class_name, list) and class_name[0] == LOADER_MODULE:
+            config["_class_name"] = class_name[1]
+        return result
+
+
+def _randint(high: int, size: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(high, size, generator=generator, device=device)
+
+
+def postprocess_edm_images(sample: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Converts samples in [-1, 1] to "pil" images quantised as EDM's generate.py (clip(127.5 x + 128, 0, 255),
+    truncated), or to float32 "np" (B, H, W, C) / "pt" (B, C, H, W) arrays in [0, 1] as diffusers does."""
+    if output_type == "pil":
+        pixels = (sample * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if pixels.shape[-1] == 1:
+            pixels = pixels[..., 0]
+        return [PIL.Image.fromarray(image) for image in pixels]
+    images = (sample / 2 + 0.5).clamp(0, 1).to(torch.float32)
+    if output_type == "pt":
+        return images
+    return images.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,35 @@
+"""Installable package for diffusers-edm (EDM, Karras et al. 2022, as a diffusers plugin)."""
+
+from setuptools import find_packages, setup
+
+TEST_REQUIRES = ["pytest>=8", "scikit-learn>=1.3", "scipy>=1.10"]
+
+setup(
+    name="diffusers-edm",
+    version="0.1.0",
+    description="EDM (Elucidating the Design Space of Diffusion-Based Generative Models) for Hugging Face diffusers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["diffusers_edm", "diffusers_edm.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.40",
+        "accelerate>=0.30",
+        "datasets>=2.19",
+        "huggingface_hub>=0.23",
+        "safetensors>=0.4",
+        "numpy",
+        "Pillow",
+        "scikit-learn>=1.3",
+        "tqdm",
+    ],
+    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,7 @@
+"""Shared test setup: offline Hub, deterministic threads, and access to the conformance vectors."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

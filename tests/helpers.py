@@ -1,0 +1,137 @@
+"""Helpers shared by the tests: conformance vectors, tiny models and reference samplers written independently of the
+package (they implement the paper's Algorithm 2 directly)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+DATA_DIR = Path(__file__).parent / "data"
+SHARED_CONFORMANCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+
+
+def conformance(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The json and tensors of a conformance set copied into tests/data/conformance (e.g. "02_sampler_deterministic")."""
+    folder = DATA_DIR / "conformance"
+    with open(folder / f"{name}.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    return meta, load_file(folder / f"{name}.safetensors")
+
+
+def shared_conformance_file(name: str) -> Path:
+    """A large conformance file read from ../shared/conformance; skipped locally when absent, an error in CI."""
+    path = SHARED_CONFORMANCE_DIR / name
+    if not path.exists():
+        message = f"{path} is absent (the shared conformance folder is only present in CI and the dev checkout)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def linear_denoiser(sigma_data: float = 0.5):
+    """Exact denoiser of N(0, σ_data²) data: D(x; σ) = x σ_data² / (σ² + σ_data²)."""
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype)
+        return x * sigma_data**2 / (sigma**2 + sigma_data**2)
+
+    return denoise
+
+
+def mixture_denoiser(dataset: torch.Tensor, tau: float = 0.0, labels: torch.Tensor | None = None,
+                     dataset_labels: torch.Tensor | None = None):
+    """Exact denoiser of the empirical distribution of `dataset` blurred by N(0, τ²) (conformance README, 02),
+    restricted per sample to the images of its one-hot class when labels are given."""
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        variance = sigma**2 + tau**2
+        flat_x = x.to(torch.float64).flatten(1)
+        flat_y = dataset.to(torch.float64).flatten(1)
+        d2 = ((flat_x[:, None, :] - flat_y[None, :, :]) ** 2).sum(-1)
+        logits = -d2 / (2 * variance[:, None])
+        if labels is not None:
+            allowed = labels[:, dataset_labels] > 0
+            logits = logits.masked_fill(~allowed, -math.inf)
+        weights = torch.softmax(logits, dim=1)
+        mean = (weights @ flat_y).reshape(x.shape)
+        c = (tau**2 / variance).reshape(-1, *([1] * (x.ndim - 1)))
+        return c * x.to(torch.float64) + (1 - c) * mean
+
+    return denoise
+
+
+def reference_edm_sampler(denoise, latents, num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, s_churn=0.0,
+                          s_tmin=0.0, s_tmax=math.inf, s_noise=1.0, noise_fn=None, solver="heun"):
+    """Algorithm 2 of the paper, written out directly (float64 state). `noise_fn(i, shape)` supplies ε_i for a churned
+    step i ≥ 0 (only called when γ_i > 0); `denoise(x, σ)` is D."""
+    index = torch.arange(num_steps, dtype=torch.float64)
+    if num_steps == 1:
+        steps = torch.tensor([sigma_max], dtype=torch.float64)
+    else:
+        steps = (sigma_max ** (1 / rho) + index / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    t = torch.cat([steps, torch.zeros(1, dtype=torch.float64)])
+    x = latents.to(torch.float64) * t[0]
+    evaluations = 0
+    for i in range(num_steps):
+        t_cur, t_next = t[i].item(), t[i + 1].item()
+        gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_tmin <= t_cur <= s_tmax else 0.0
+        t_hat = t_cur + gamma * t_cur
+        if gamma > 0:
+            x = x + math.sqrt(t_hat**2 - t_cur**2) * s_noise * noise_fn(i, x.shape)
+        d = (x - denoise(x, t_hat).to(torch.float64)) / t_hat
+        evaluations += 1
+        x_next = x + (t_next - t_hat) * d
+        if i < num_steps - 1 and solver == "heun":
+            d_prime = (x_next - denoise(x_next, t_next).to(torch.float64)) / t_next
+            evaluations += 1
+            x_next = x + (t_next - t_hat) * (0.5 * d + 0.5 * d_prime)
+        x = x_next
+    return x, evaluations
+
+
+def run_scheduler_loop(scheduler, denoise, latents, num_steps, generator=None, dtype=torch.float64):
+    """The standard diffusers sampling loop around a D-model; returns the sample and the σ of every model call."""
+    scheduler.set_timesteps(num_steps)
+    sample = latents.to(dtype) * scheduler.init_noise_sigma
+    called_sigmas = []
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(sample, t)
+        called_sigmas.append(float(t))
+        sample = scheduler.step(denoise(model_input, t), t, sample, generator=generator).prev_sample
+    return sample, called_sigmas
+
+
+def tiny_unet_kwargs(**overrides) -> dict:
+    """A UNet2DModel configuration small enough for CPU tests (8×8 images, two levels)."""
+    kwargs = dict(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
+    """Gives every parameter random values (freshly initialised diffusers UNets have zero output layers, which would
+    hide most of the network from the tests)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return module

@@ -70,9 +70,11 @@ def mixture_denoiser(dataset: torch.Tensor, tau: float = 0.0, labels: torch.Tens
 
 
 def reference_edm_sampler(denoise, latents, num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, s_churn=0.0,
-                          s_tmin=0.0, s_tmax=math.inf, s_noise=1.0, noise_fn=None, solver="heun"):
+                          s_tmin=0.0, s_tmax=math.inf, s_noise=1.0, noise_fn=None, solver="heun",
+                          draw_every_step=False):
     """Algorithm 2 of the paper, written out directly (float64 state). `noise_fn(i, shape)` supplies ε_i for a churned
-    step i ≥ 0 (only called when γ_i > 0); `denoise(x, σ)` is D."""
+    step i (called only when γ_i > 0, or on every step with `draw_every_step`, as EDM's generate.py draws);
+    `denoise(x, σ)` is D."""
     index = torch.arange(num_steps, dtype=torch.float64)
     if num_steps == 1:
         steps = torch.tensor([sigma_max], dtype=torch.float64)
@@ -85,7 +87,7 @@ def reference_edm_sampler(denoise, latents, num_steps, sigma_min=0.002, sigma_ma
         t_cur, t_next = t[i].item(), t[i + 1].item()
         gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_tmin <= t_cur <= s_tmax else 0.0
         t_hat = t_cur + gamma * t_cur
-        if gamma > 0:
+        if gamma > 0 or draw_every_step:
             x = x + math.sqrt(t_hat**2 - t_cur**2) * s_noise * noise_fn(i, x.shape)
         d = (x - denoise(x, t_hat).to(torch.float64)) / t_hat
         evaluations += 1

@@ -63,7 +63,7 @@ def test_stochastic_pipeline_equals_algorithm_2_with_the_same_noise():
             return pipe.unet(x.float(), torch.tensor(sigma)).sample
 
     expected, _ = reference_edm_sampler(
-        denoise, latents, 8, **settings,
+        denoise, latents, 8, **settings, draw_every_step=True,
         noise_fn=lambda i, shape: torch.randn(shape, generator=reference_generator, dtype=torch.float64))
     torch.testing.assert_close(sample, expected, rtol=1e-5, atol=1e-5)
 

@@ -10,6 +10,7 @@ import torch
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
 from diffusers_edm import EDMHeunScheduler
+from diffusers_edm.preconditioning import IDDPMPreconditioning, VEPreconditioning, VPPreconditioning
 from diffusers_edm.schedulers.sigma_schedule import karras_sigmas
 
 from .helpers import (
@@ -39,6 +40,24 @@ def test_sigma_grid_matches_official(case_id):
     torch.testing.assert_close(scheduler.sigmas, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(karras_sigmas(case["num_steps"], case["sigma_min_arg"], case["sigma_max_arg"],
                                              case["rho"]), expected[:-1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("case_id,preconditioning", [
+    ("ve_N18_smin0.002_smax80_rho7", VEPreconditioning()),
+    ("vp_N18_smin0.0001_smax200_rho7", VPPreconditioning()),
+    ("iddpm_N18_smin0.002_smax80_rho7", IDDPMPreconditioning()),
+    ("iddpm_N256_smin0.002_smax80_rho7", IDDPMPreconditioning()),
+])
+def test_grid_is_clamped_and_snapped_to_the_network(case_id, preconditioning):
+    """The official sampler clamps the schedule to the network's σ range and applies its round_sigma."""
+    meta, tensors = conformance("01_sigma_grids")
+    case = next(c for c in meta["cases"] if c["id"] == case_id)
+    scheduler = EDMHeunScheduler(sigma_min=case["sigma_min_arg"], sigma_max=case["sigma_max_arg"], rho=case["rho"],
+                                 solver="euler")
+    scheduler.set_timesteps(case["num_steps"], net_sigma_min=preconditioning.sigma_min,
+                            net_sigma_max=preconditioning.sigma_max, round_sigma=preconditioning.round_sigma)
+    tolerance = 0 if case_id.startswith("iddpm") else 1e-12
+    torch.testing.assert_close(scheduler.sigmas, tensors[case_id], rtol=tolerance, atol=0)
 
 
 def test_heun_layout_and_timesteps_expose_evaluation_levels():

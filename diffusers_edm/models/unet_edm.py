@@ -12,7 +12,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..preconditioning import edm_preconditioning
+from ..preconditioning import make_preconditioning
+from .dhariwal_unet import DhariwalUNet2DModel
+from .song_unet import SongUNet2DModel
+
+NATIVE_BACKBONES = {"song_unet": SongUNet2DModel, "dhariwal_unet": DhariwalUNet2DModel}
+BACKBONE_TYPES = ("unet_2d", *NATIVE_BACKBONES)
 
 
 @dataclass
@@ -59,16 +64,25 @@ class ConditioningEmbedding(nn.Embedding):
 
 class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
     """
-    EDM's denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)) (Eq. 7, Table 1) with a diffusers
-    [`UNet2DModel`] as the raw network F. It returns the denoised image, so it pairs with [`EDMHeunScheduler`] in its
-    default `prediction_type="sample"`.
+    EDM's denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)) (Eq. 7, Table 1). It returns the denoised
+    image, so it pairs with [`EDMHeunScheduler`] in its default `prediction_type="sample"`.
 
-    The backbone is configured with the argument names of `UNet2DModel` (`sample_size`, `in_channels`,
-    `block_out_channels`, `down_block_types`, …, see its documentation), given directly to this class. F is reachable
-    as `model.backbone`: it is a stock `UNet2DModel` that runs with diffusers' `EDMEulerScheduler` (whose
-    `prediction_type="epsilon"` means EDM's F) and can be saved on its own.
+    The raw network F (`model.backbone`) is by default a diffusers [`UNet2DModel`], configured with the argument names
+    of `UNet2DModel` (`sample_size`, `in_channels`, `block_out_channels`, `down_block_types`, …, see its
+    documentation) given directly to this class; it is a stock `UNet2DModel` that runs with diffusers'
+    `EDMEulerScheduler` (whose `prediction_type="epsilon"` means EDM's F) and can be saved on its own. The paper's own
+    networks are available too (`backbone_type="song_unet"` for DDPM++/NCSN++, `"dhariwal_unet"` for ADM), as are the
+    VP, VE and iDDPM preconditionings of Table 1 that the paper's baselines use.
 
     Args:
+        backbone_type (`str`, defaults to "unet_2d"): "unet_2d", "song_unet" or "dhariwal_unet".
+        backbone_config (`dict`, *optional*): constructor arguments of a native backbone other than its resolution,
+            channels and label/augment sizes (which come from `sample_size`, `in_channels`, `out_channels`,
+            `num_class_labels` and `augment_dim`), e.g. `{"model_channels": 128, "channel_mult": [2, 2, 2]}`.
+        preconditioning (`str`, defaults to "edm"): "edm", "vp", "ve" or "iddpm" (Table 1).
+        preconditioning_config (`dict`, *optional*): parameters of a non-EDM preconditioning (VP: beta_d, beta_min,
+            M, epsilon_t; VE: sigma_min, sigma_max; iDDPM: C_1, C_2, M). An iDDPM backbone has
+            `out_channels = 2 * in_channels` and D uses the first half.
         sigma_data (`float`, defaults to 0.5): data standard deviation σ_data of the preconditioning.
         num_class_labels (`int`, defaults to 0): number of classes (0: unconditional). Labels may be integers or
             one-hot/soft vectors, as EDM uses; they are embedded and added to the noise embedding.
@@ -108,12 +122,32 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         sigma_data: float = 0.5,
         num_class_labels: int = 0,
         augment_dim: int = 0,
+        backbone_type: str = "unet_2d",
+        backbone_config: dict | None = None,
+        preconditioning: str = "edm",
+        preconditioning_config: dict | None = None,
     ) -> None:
         super().__init__()
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}.")
         if num_class_labels < 0 or augment_dim < 0:
             raise ValueError(f"num_class_labels and augment_dim must be >= 0, got {num_class_labels}, {augment_dim}.")
+        if backbone_type not in BACKBONE_TYPES:
+            raise ValueError(f"backbone_type={backbone_type!r} is not supported; use one of {BACKBONE_TYPES}.")
+        precond_kwargs = dict(preconditioning_config or {})
+        if preconditioning == "edm":
+            precond_kwargs.setdefault("sigma_data", sigma_data)
+        self.precond = make_preconditioning(preconditioning, **precond_kwargs)
+        if preconditioning == "iddpm" and out_channels != 2 * in_channels:
+            raise ValueError(f"iDDPM networks output 2 x in_channels = {2 * in_channels} channels, got {out_channels}.")
+        if backbone_type in NATIVE_BACKBONES:
+            self.backbone = NATIVE_BACKBONES[backbone_type](
+                img_resolution=sample_size, in_channels=in_channels, out_channels=out_channels,
+                label_dim=num_class_labels, augment_dim=augment_dim, **(backbone_config or {}),
+            )
+            return
+        if backbone_config:
+            raise ValueError("backbone_config is for native backbones; configure a UNet2DModel with the flat arguments.")
         self.backbone = UNet2DModel(
             sample_size=sample_size,
             in_channels=in_channels,
@@ -168,19 +202,59 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
 
         The preconditioning is computed in float32 (float64 for a float64 model) whatever dtype the backbone runs in.
         """
-        config = self.config
         batch_size = self._check_sample(sample)
         precision = torch.float64 if self.dtype == torch.float64 else torch.float32
         x = sample.to(precision)
         sigma = self._sigma_per_sample(sigma, batch_size, x)
-        c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, config.sigma_data)
-        labels = self._conditioning(class_labels, augment_labels, batch_size, x.device)
+        c_skip, c_out, c_in, c_noise = self.precond.coefficients(sigma)
         model_input = (c_in * x).to(self.dtype)
-        raw_output = self.backbone(model_input, c_noise.flatten(), class_labels=labels).sample
-        denoised = c_skip * x + c_out * raw_output.to(precision)
+        raw_output = self._raw_output(model_input, c_noise.flatten(), class_labels, augment_labels, batch_size)
+        denoised = c_skip * x + c_out * raw_output[:, : self.config.in_channels].to(precision)
         if not return_dict:
             return (denoised,)
         return EDMPreconditionedUNet2DOutput(sample=denoised)
+
+    @property
+    def sigma_min(self) -> float:
+        """Smallest noise level the preconditioning supports (the sampler clamps its schedule to it)."""
+        return self.precond.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        """Largest noise level the preconditioning supports."""
+        return self.precond.sigma_max
+
+    def round_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Snaps noise levels to those the network knows (iDDPM's discrete levels; the identity otherwise)."""
+        return self.precond.round_sigma(sigma)
+
+    def _raw_output(
+        self,
+        model_input: torch.Tensor,
+        c_noise: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        augment_labels: torch.Tensor | None,
+        batch_size: int,
+    ) -> torch.Tensor:
+        """F(c_in x; c_noise) with the conditioning in the form the backbone takes."""
+        if self.config.backbone_type == "unet_2d":
+            labels = self._conditioning(class_labels, augment_labels, batch_size, model_input.device)
+            return self.backbone(model_input, c_noise, class_labels=labels).sample
+        num_classes, augment_dim = self.config.num_class_labels, self.config.augment_dim
+        self._check_conditioning_sizes(class_labels, augment_labels)
+        label_vectors = None
+        if num_classes:
+            # EDM's conditional networks given no labels see one all-zero label row.
+            label_vectors = (torch.zeros(1, num_classes, device=model_input.device) if class_labels is None
+                             else self._label_vectors(class_labels, batch_size, model_input.device))
+            label_vectors = label_vectors.to(c_noise.dtype)
+        if augment_labels is not None:
+            if augment_labels.shape != (batch_size, augment_dim):
+                raise ValueError(
+                    f"augment_labels must have shape ({batch_size}, {augment_dim}), got {tuple(augment_labels.shape)}."
+                )
+            augment_labels = augment_labels.to(model_input.device, c_noise.dtype)
+        return self.backbone(model_input, c_noise, class_labels=label_vectors, augment_labels=augment_labels)
 
     def _check_sample(self, sample: torch.Tensor) -> int:
         config = self.config
@@ -188,6 +262,8 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"sample must have shape (batch, {config.in_channels}, height, width), got {tuple(sample.shape)}."
             )
+        if config.backbone_type != "unet_2d":
+            return sample.shape[0]  # native backbones check their resolution themselves
         num_levels = len(config.block_out_channels) - 1
         if sample.shape[2] % 2**num_levels or sample.shape[3] % 2**num_levels:
             raise ValueError(
@@ -222,10 +298,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
     ) -> torch.Tensor | None:
         """The input of the backbone's class embedding: label vectors followed by augment labels (or None)."""
         num_classes, augment_dim = self.config.num_class_labels, self.config.augment_dim
-        if class_labels is not None and not num_classes:
-            raise ValueError("class_labels were given but the model is unconditional (num_class_labels=0).")
-        if augment_labels is not None and not augment_dim:
-            raise ValueError("augment_labels were given but the model has augment_dim=0.")
+        self._check_conditioning_sizes(class_labels, augment_labels)
         if not (num_classes or augment_dim):
             return None
         if num_classes and augment_dim == 0 and class_labels is not None and not class_labels.is_floating_point():
@@ -242,6 +315,12 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
                 )
             parts.append(augment_labels.to(device, torch.float32))
         return torch.cat(parts, dim=1)
+
+    def _check_conditioning_sizes(self, class_labels: torch.Tensor | None, augment_labels: torch.Tensor | None) -> None:
+        if class_labels is not None and not self.config.num_class_labels:
+            raise ValueError("class_labels were given but the model is unconditional (num_class_labels=0).")
+        if augment_labels is not None and not self.config.augment_dim:
+            raise ValueError("augment_labels were given but the model has augment_dim=0.")
 
     def _check_integer_labels(self, class_labels: torch.Tensor, batch_size: int) -> torch.Tensor:
         num_classes = self.config.num_class_labels

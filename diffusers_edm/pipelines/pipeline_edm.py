@@ -64,6 +64,7 @@ class EDMPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         sigmas: list[float] | None = None,
+        seeds: list[int] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generates images with EDM's sampler.
@@ -87,11 +88,27 @@ class EDMPipeline(DiffusionPipeline):
                 sample.
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs` (only "latents").
             sigmas (`list[float]`, *optional*): custom step noise levels σ_0 > … > σ_{N-1} instead of the ρ-schedule.
+            seeds (`list[int]`, *optional*): one seed per image, used as EDM's `generate.py` uses them: image i gets
+                its own generator seeded with `seeds[i] % 2**32` on the pipeline's device, which draws the initial
+                noise, then the class index (for conditional models, even when `class_labels` is given), then one
+                float64 normal per sampler step. The same seeds give the official script's images (CPU generators
+                reproduce its CPU runs). Equivalent to `generator=[torch.Generator(device).manual_seed(s % 2**32) for
+                s in seeds]`; `batch_size` is then `len(seeds)`.
+
+        The sampler follows the official random stream in every case (a list of generators is the per-image form of
+        it) and clamps its noise range to the range the network supports (e.g. σ ≥ 0.02 for VE networks).
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images.
         """
         self._check_components()
+        if seeds is not None:
+            if generator is not None:
+                raise ValueError("Pass either seeds or generator, not both.")
+            if batch_size not in (1, len(seeds)):
+                raise ValueError(f"batch_size={batch_size} disagrees with the {len(seeds)} seeds; omit batch_size.")
+            batch_size = len(seeds)
+            generator = [torch.Generator(self._execution_device).manual_seed(seed % 2**32) for seed in seeds]
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r} is not supported; use one of {OUTPUT_TYPES}.")
         unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -105,8 +122,13 @@ class EDMPipeline(DiffusionPipeline):
 
         noise = self._initial_noise(batch_size, latents, generator, device)
         labels = self._class_labels(class_labels, batch_size, generator, device)
-        self.scheduler.set_timesteps(num_inference_steps if sigmas is None else None, device=device, sigmas=sigmas)
+        self.scheduler.set_timesteps(
+            num_inference_steps if sigmas is None else None, device=device, sigmas=sigmas,
+            net_sigma_min=self.unet.sigma_min, net_sigma_max=self.unet.sigma_max, round_sigma=self.unet.round_sigma,
+            official_noise_stream=True,
+        )
         sample = noise.to(state_dtype) * self.scheduler.init_noise_sigma
+        sample = self.scheduler.add_initial_churn(sample, generator)
 
         timesteps = self.scheduler.timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
@@ -166,10 +188,15 @@ class EDMPipeline(DiffusionPipeline):
             if class_labels is not None:
                 raise ValueError("class_labels were given but the unet is unconditional (num_class_labels=0).")
             return None
-        if class_labels is None:
+        drawn = None
+        if class_labels is None or generator is not None:
+            # Drawn even when labels are given, so an image's random stream does not depend on them (as generate.py).
             if isinstance(generator, list):
-                return torch.stack([_randint(num_classes, (), g) for g in generator]).to(device)
-            return _randint(num_classes, (batch_size,), generator).to(device)
+                drawn = torch.stack([_randint(num_classes, (), g) for g in generator]).to(device)
+            else:
+                drawn = _randint(num_classes, (batch_size,), generator).to(device)
+        if class_labels is None:
+            return drawn
         if isinstance(class_labels, int):
             class_labels = [class_labels] * batch_size
         labels = torch.as_tensor(class_labels)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -48,6 +49,7 @@ class _Evaluation(NamedTuple):
     sigma_next: float  # σ_{i+1}
     finishes_step: bool  # whether this evaluation completes x_{i+1}
     churn_scale: float  # √(σ̂_{i+1}² − σ_{i+1}²) · S_noise, the noise added to x_{i+1}; 0 when γ_{i+1} = 0 or i = N-1
+    draws_noise: bool  # whether a noise tensor is drawn when this evaluation completes x_{i+1}
 
 
 class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
@@ -109,6 +111,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         if timestep_type is not None:
             _check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
         self.order = 2 if solver == "heun" else 1
+        self._official_noise_stream = False
         self.set_timesteps(num_train_timesteps)
         self.num_inference_steps = None
 
@@ -156,6 +159,10 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         num_inference_steps: int | None = None,
         device: str | torch.device | None = None,
         sigmas: list[float] | torch.Tensor | None = None,
+        net_sigma_min: float = 0.0,
+        net_sigma_max: float = math.inf,
+        round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        official_noise_stream: bool = False,
     ) -> None:
         """
         Builds the noise levels of an N-step run (call before the sampling loop).
@@ -167,6 +174,15 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             sigmas (`list[float]` or `torch.Tensor`, *optional*): the step levels σ_0 > … > σ_{N-1} > 0 to use
                 instead of the ρ-schedule (noise levels, not ramp positions as in `EDMEulerScheduler`); a final 0 may
                 be included. Churn is applied on top of them.
+            net_sigma_min (`float`), net_sigma_max (`float`): the noise range the network supports (its
+                preconditioning's); the ρ-schedule is clamped to it as the official sampler does (e.g. σ_min = 0.02
+                for VE networks).
+            round_sigma (`Callable`, *optional*): the network's `round_sigma` (iDDPM networks snap σ to their discrete
+                levels); applied to the step levels and to the churned levels σ̂_i.
+            official_noise_stream (`bool`, defaults to `False`): draw the churn noise exactly as EDM's `generate.py`
+                does, so per-image generators seeded like it reproduce its images: one float64 normal per step (also
+                where γ_i = 0), with step 0's churn added by `add_initial_churn` instead of being folded into
+                `init_noise_sigma` (which is then σ_0). [`EDMPipeline`] uses this mode.
         """
         if sigmas is not None:
             step_sigmas = _check_custom_sigmas(sigmas)
@@ -179,9 +195,17 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             if num_inference_steps is None or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
                 raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
             config = self.config
-            step_sigmas = karras_sigmas(int(num_inference_steps), config.sigma_min, config.sigma_max, config.rho)
+            sigma_min, sigma_max = max(config.sigma_min, net_sigma_min), min(config.sigma_max, net_sigma_max)
+            if not sigma_min < sigma_max:
+                raise ValueError(
+                    f"The schedule range [{config.sigma_min}, {config.sigma_max}] does not overlap the network's"
+                    f" supported range [{net_sigma_min}, {net_sigma_max}]."
+                )
+            step_sigmas = karras_sigmas(int(num_inference_steps), sigma_min, sigma_max, config.rho)
+        round_sigma = round_sigma or (lambda sigma: sigma)
         self.num_inference_steps = len(step_sigmas)
-        self._build_evaluations(step_sigmas)
+        self._official_noise_stream = official_noise_stream
+        self._build_evaluations(round_sigma(step_sigmas), round_sigma)
         eval_sigmas = self.sigmas[:-1]
         if self.resolved_timestep_type == "sigma":
             timesteps = eval_sigmas
@@ -194,14 +218,14 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
         self._corrector_state: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _build_evaluations(self, step_sigmas: torch.Tensor) -> None:
+    def _build_evaluations(self, step_sigmas: torch.Tensor, round_sigma: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Lays out the model evaluations of Algorithm 2 for the float64 step levels σ_0 … σ_{N-1}."""
         config = self.config
         s_tmax = math.inf if config.s_tmax is None else config.s_tmax
-        gammas = churn_gammas(step_sigmas, config.s_churn, config.s_tmin, s_tmax).tolist()
-        sigma = step_sigmas.tolist() + [0.0]
-        # σ̂_i = σ_i + γ_i σ_i, the same arithmetic as the official sampler.
-        sigma_hat = [s + g * s for s, g in zip(sigma, gammas)]
+        gammas = churn_gammas(step_sigmas, config.s_churn, config.s_tmin, s_tmax)
+        # σ̂_i = round_sigma(σ_i + γ_i σ_i), the same arithmetic as the official sampler.
+        sigma_hat = round_sigma(step_sigmas + gammas * step_sigmas).tolist()
+        gammas, sigma = gammas.tolist(), step_sigmas.tolist() + [0.0]
         churn = [
             math.sqrt(sh**2 - s**2) * config.s_noise if g > 0 else 0.0 for s, sh, g in zip(sigma, sigma_hat, gammas)
         ] + [0.0]
@@ -210,12 +234,21 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         for i in range(num_steps):
             last = i == num_steps - 1
             single = last or config.solver == "euler"
-            evaluations.append(_Evaluation(i, False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1]))
+            draws = churn[i + 1] > 0 or (self._official_noise_stream and not last)
+            evaluations.append(
+                _Evaluation(i, False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
+            )
             if not single:
-                evaluations.append(_Evaluation(i, True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1]))
+                evaluations.append(
+                    _Evaluation(i, True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
+                )
         self._evaluations = evaluations
         self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)
-        self._init_noise_sigma = sigma[0] if gammas[0] == 0 else math.sqrt(sigma[0] ** 2 + churn[0] ** 2)
+        self._initial_churn_scale = churn[0]
+        if self._official_noise_stream or gammas[0] == 0:
+            self._init_noise_sigma = sigma[0]
+        else:
+            self._init_noise_sigma = math.sqrt(sigma[0] ** 2 + churn[0] ** 2)
         precond = edm_preconditioning(self.sigmas[:-1], config.sigma_data)
         c_out_sign = -1.0 if config.prediction_type == "v_prediction" else 1.0
         self._c_skip = precond.c_skip.tolist()
@@ -304,13 +337,36 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             prev_sample = sample_hat + (evaluation.sigma_next - evaluation.sigma_hat) * (
                 0.5 * derivative + 0.5 * derivative_next
             )
-        if evaluation.finishes_step and evaluation.churn_scale > 0:
-            noise = randn_tensor(prev_sample.shape, generator=generator, device=prev_sample.device, dtype=prev_sample.dtype)
-            prev_sample = prev_sample + evaluation.churn_scale * noise
+        if evaluation.draws_noise:
+            noise = self._churn_noise(prev_sample, generator)
+            if evaluation.churn_scale > 0:
+                prev_sample = prev_sample + evaluation.churn_scale * noise
         self._step_index += 1
         if not return_dict:
             return prev_sample, denoised
         return EDMHeunSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
+
+    def add_initial_churn(
+        self, sample: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """
+        Churns the initial sample x_0 = σ_0 n into x̂_0 (Algorithm 2, lines 5–6 of step 0) when the official noise
+        stream is in use (`set_timesteps(..., official_noise_stream=True)`); otherwise step 0's churn is already part
+        of `init_noise_sigma` and the sample is returned unchanged. Call it once, before the first evaluation.
+        """
+        if not self._official_noise_stream:
+            return sample
+        noise = self._churn_noise(sample, generator)
+        if self._initial_churn_scale > 0:
+            sample = sample + self._initial_churn_scale * noise
+        return sample
+
+    def _churn_noise(
+        self, like: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+    ) -> torch.Tensor:
+        """ε ~ N(0, I) shaped like the sample; the official stream draws it in float64, one tensor per image."""
+        dtype = torch.float64 if self._official_noise_stream else like.dtype
+        return randn_tensor(like.shape, generator=generator, device=like.device, dtype=dtype).to(like.dtype)
 
     def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """D(x̂; σ) in the sample's dtype: the model output itself, or c_skip x̂ + c_out F for raw networks (Eq. 7)."""

@@ -1,0 +1,185 @@
+"""Command-line interface of `train_edm.py` (flag names follow diffusers' training examples)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from .data import DIGITS_DEFAULT_RESOLUTION
+
+
+@dataclass(frozen=True)
+class Interval:
+    """How often something happens: every `value` optimizer steps, or every `value` thousand images ("kimg")."""
+
+    value: float
+    unit: str  # "steps" or "kimg"
+
+    def due(self, step: int, cur_nimg: int, prev_nimg: int) -> bool:
+        """Whether the interval elapsed with the step that took the image count from `prev_nimg` to `cur_nimg`."""
+        if self.unit == "steps":
+            return step % int(self.value) == 0
+        period = self.value * 1000
+        return int(cur_nimg // period) > int(prev_nimg // period)
+
+    def __str__(self) -> str:
+        return f"{self.value:g} {self.unit}"
+
+
+def parse_interval(text: str) -> Interval | None:
+    """Parses "500" (steps), "500steps" or "20kimg"; "0" or "none" disables."""
+    cleaned = text.strip().lower()
+    if cleaned in ("0", "none", "off"):
+        return None
+    unit = "kimg" if cleaned.endswith("kimg") else "steps"
+    number = cleaned.removesuffix("kimg").removesuffix("steps")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interval: use e.g. 500 (steps) or 20kimg (images)")
+    if value <= 0 or (unit == "steps" and value != int(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be a positive number (whole for steps)")
+    return Interval(value, unit)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train_edm.py",
+        description=(
+            "Train an EDM diffusion model (Karras et al. 2022) with accelerate. Without arguments it trains a "
+            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about 15 minutes "
+            "on 2 CPU cores. Durations, ramp-ups and the EMA half-life are in thousands of training images (kimg), as "
+            "in the paper; the progress bar shows steps and images."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None,
+                      help="Hugging Face dataset id or local dataset path (loaded with datasets.load_dataset).")
+    data.add_argument("--dataset_config_name", default=None, help="Configuration name of --dataset_name.")
+    data.add_argument("--train_data_dir", default=None,
+                      help="Image folder (class sub-folders or metadata.jsonl/csv labels) or an EDM dataset "
+                           "(folder or uncompressed zip of PNGs with dataset.json). Default: the embedded digits.")
+    data.add_argument("--image_column", default="image", help="Image column of --dataset_name.")
+    data.add_argument("--label_column", default="label", help="Label column of --dataset_name or the metadata file.")
+    data.add_argument("--resolution", type=int, default=None,
+                      help=f"Training resolution in pixels (images are resized). Default: the data's own size "
+                           f"({DIGITS_DEFAULT_RESOLUTION} for the digits).")
+    data.add_argument("--center_crop", action="store_true", help="Center-crop to a square before resizing.")
+    data.add_argument("--random_flip", action="store_true",
+                      help="Dataset x-flip: add a mirrored copy of every image (EDM's --xflip; doubles the dataset).")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Use a seeded random subset of this size.")
+    conditioning = data.add_mutually_exclusive_group()
+    conditioning.add_argument("--conditional", dest="conditional", action="store_const", const=True, default=None,
+                              help="Class-conditional training; labels are required. Default: conditional iff the "
+                                   "data has labels.")
+    conditioning.add_argument("--unconditional", dest="conditional", action="store_const", const=False,
+                              help="Ignore labels and train an unconditional model.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    data.add_argument("--cache_dir", default=None, help="Cache directory of datasets.load_dataset.")
+
+    model = parser.add_argument_group("model (a UNet2DModel backbone)")
+    model.add_argument("--model_config", default=None,
+                       help="JSON file with the EDMPreconditionedUNet2DModel configuration; overrides the "
+                            "architecture flags below.")
+    model.add_argument("--model_channels", type=int, default=32, help="Channels of the first level.")
+    model.add_argument("--channel_mult", type=_int_list, default=[1, 2, 2],
+                       help="Per-level channel multipliers (comma-separated); one downsampling between levels.")
+    model.add_argument("--layers_per_block", type=int, default=1, help="Residual blocks per level.")
+    model.add_argument("--attn_resolutions", type=_int_list, default=[4],
+                       help="Resolutions (pixels) whose levels use self-attention (comma-separated).")
+    model.add_argument("--dropout", type=float, default=0.1, help="Dropout probability in the residual blocks.")
+    model.add_argument("--sigma_data", type=float, default=0.5, help="σ_data of the preconditioning and loss.")
+
+    loss = parser.add_argument_group("loss and augmentation")
+    loss.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln σ during training (P_mean).")
+    loss.add_argument("--p_std", type=float, default=1.2, help="Standard deviation of ln σ during training (P_std).")
+    loss.add_argument("--augment_p", type=float, default=0.12,
+                      help="Probability of each non-leaky geometric augmentation (0 disables augmentation and the "
+                           "augment-label input). x-flips happen with probability 1/2 whenever it is > 0.")
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--seed", type=int, default=0, help="Random seed.")
+    optim.add_argument("--train_batch_size", type=int, default=64, help="Images per device per forward pass.")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="Forward passes per optimizer step; the batch is train_batch_size x processes x this.")
+    optim.add_argument("--duration_kimg", type=float, default=320.0,
+                       help="Training length in thousands of images (paper CIFAR-10: 200000).")
+    optim.add_argument("--max_train_steps", type=int, default=None,
+                       help="Stop after this many optimizer steps (whichever of this and --duration_kimg comes first).")
+    optim.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate after the ramp-up.")
+    optim.add_argument("--lr_rampup_kimg", type=float, default=20.0,
+                       help="Linear learning-rate warm-up, in thousands of images (paper: 10000).")
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="Adam β1.")
+    optim.add_argument("--adam_beta2", type=float, default=0.999, help="Adam β2.")
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam ε.")
+    optim.add_argument("--ema_halflife_kimg", type=float, default=10.0,
+                       help="EMA half-life in thousands of images (paper CIFAR-10: 500).")
+    optim.add_argument("--ema_rampup_ratio", type=float, default=0.05,
+                       help="EMA half-life ramp-up: at most this fraction of the images seen so far (0 disables).")
+    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                       help="Mixed precision through accelerate (default: accelerate's configuration).")
+    optim.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile.")
+    optim.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
+
+    output = parser.add_argument_group("outputs, checkpoints and the Hub")
+    output.add_argument("--output_dir", default="edm-digits",
+                        help="Where the pipeline, model card, sample grids and checkpoints are written.")
+    output.add_argument("--checkpointing_steps", type=parse_interval, default=parse_interval("50kimg"),
+                        help="Checkpoint (and rewrite the pipeline and card) every N steps, or every K kimg with a "
+                             "'kimg' suffix (e.g. 50kimg); 0 disables.")
+    output.add_argument("--checkpoints_total_limit", type=int, default=2,
+                        help="Keep at most this many checkpoints (oldest removed first).")
+    output.add_argument("--resume_from_checkpoint", default=None,
+                        help="'latest' or a path to a checkpoint-<step> folder to continue from.")
+    output.add_argument("--sample_every", type=parse_interval, default=parse_interval("20kimg"),
+                        help="Write a sample grid every N steps or K kimg ('kimg' suffix); 0 disables.")
+    output.add_argument("--num_inference_steps", type=int, default=18,
+                        help="Sampler steps for the sample grids (2N-1 network evaluations).")
+    output.add_argument("--samples_per_class", type=int, default=8, help="Columns of the sample grid.")
+    output.add_argument("--logging_steps", type=int, default=50, help="Log loss, lr and img/s every N steps.")
+    output.add_argument("--report_to", choices=["tensorboard", "none"], default="tensorboard",
+                        help="Also log to TensorBoard (under output_dir/logs) when it is installed.")
+    output.add_argument("--push_to_hub", action="store_true",
+                        help="Upload the pipeline folder and model card at every save and at the end.")
+    output.add_argument("--hub_model_id", default=None, help="Hub repository (default: the output_dir name).")
+    output.add_argument("--hub_token", default=None,
+                        help="Hub token (default: HF_TOKEN or the cached login). Never written to disk or logs.")
+    output.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repository as private.")
+    output.add_argument("--license", default="apache-2.0", help="License stated in the model card.")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses and validates the command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    checks = [
+        (args.train_batch_size >= 1, "--train_batch_size must be >= 1"),
+        (args.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),
+        (args.duration_kimg > 0, "--duration_kimg must be > 0"),
+        (args.max_train_steps is None or args.max_train_steps >= 1, "--max_train_steps must be >= 1"),
+        (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.lr_rampup_kimg >= 0, "--lr_rampup_kimg must be >= 0"),
+        (args.ema_halflife_kimg > 0, "--ema_halflife_kimg must be > 0"),
+        (0 <= args.augment_p <= 1, "--augment_p must lie in [0, 1]"),
+        (args.p_std > 0, "--p_std must be > 0"),
+        (args.sigma_data > 0, "--sigma_data must be > 0"),
+        (0 <= args.dropout < 1, "--dropout must lie in [0, 1)"),
+        (args.checkpoints_total_limit is None or args.checkpoints_total_limit >= 1,
+         "--checkpoints_total_limit must be >= 1"),
+        (args.resolution is None or args.resolution >= 4, "--resolution must be >= 4"),
+        (args.num_inference_steps >= 1, "--num_inference_steps must be >= 1"),
+        (not (args.dataset_name and args.train_data_dir), "pass only one of --dataset_name and --train_data_dir"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    return args

@@ -43,7 +43,7 @@ def edm_preconditioning(sigma: torch.Tensor, sigma_data: float = 0.5) -> Precond
     return PreconditioningCoefficients(c_skip, c_out, c_in, c_noise)
 
 
-# --- VP noise schedule (Song et al. 2021, as parametrised in Table 1 of EDM) -------------------------------------------
+# --- VP noise schedule (Song et al. 2021, as parametrised in Table 1 of EDM) -----------------------------------------
 
 
 def vp_sigma(t: torch.Tensor, beta_d: float, beta_min: float) -> torch.Tensor:
@@ -83,8 +83,8 @@ def iddpm_sigma_table(
     """The discrete noise levels u_0 > u_1 > … > u_M = 0 of improved DDPM (Nichol & Dhariwal 2021) in EDM's
     parametrisation (Table 1, "iDDPM"; Appendix C.3.4).
 
-    u_M = 0 and u_{j−1} = √((u_j² + 1) / max(ᾱ_{j−1}/ᾱ_j, C_1) − 1), with ᾱ_j = sin²(π/2 · j / (M (C_2 + 1))). The ratio
-    ᾱ_{j−1}/ᾱ_j is computed in float32 (as the official code does, both in its iDDPM preconditioning and in its
+    u_M = 0 and u_{j−1} = √((u_j² + 1) / max(ᾱ_{j−1}/ᾱ_j, C_1) − 1), with ᾱ_j = sin²(π/2 · j / (M (C_2 + 1))). The
+    ratio ᾱ_{j−1}/ᾱ_j is computed in float32 (as the official code does, both in its iDDPM preconditioning and in its
     ablation sampler) and the recursion in `dtype`: float32 gives the official network's `u` buffer bit for bit,
     float64 the table of the official ablation sampler's "iddpm" discretisation.
 
@@ -103,7 +103,7 @@ def iddpm_sigma_table(
     return u
 
 
-# --- Preconditioning variants (Table 1) --------------------------------------------------------------------------------
+# --- Preconditioning variants (Table 1) ------------------------------------------------------------------------------
 
 
 class Preconditioning(ABC):
@@ -212,7 +212,8 @@ class VEPreconditioning(Preconditioning):
         _check_positive(sigma_min=sigma_min)
         if not math.isfinite(sigma_max) or not sigma_max > sigma_min:
             raise ValueError(
-                f"sigma_max must be finite and larger than sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}."
+                "sigma_max must be finite and larger than sigma_min, got"
+                f" sigma_min={sigma_min}, sigma_max={sigma_max}."
             )
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,8 +31,8 @@ from diffusers_edm.models.dhariwal_unet import DhariwalUNet2DModel
 from diffusers_edm.models.edm_layers import EDMConv2d, EDMGroupNorm, PositionalEmbedding, UNetBlock
 from diffusers_edm.models.song_unet import SongUNet2DModel
 
-DATA_DIR = Path(__file__).parent / "data"
-SHARED_CONFORMANCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+from .helpers import DATA_DIR, shared_conformance_file
+
 NETS = json.loads((DATA_DIR / "backbone_conformance_nets.json").read_text())["nets"]
 FULLSIZE = json.loads((DATA_DIR / "backbone_fullsize_configs.json").read_text())
 MODEL_CLASSES = {"SongUNet": SongUNet2DModel, "DhariwalUNet": DhariwalUNet2DModel}
@@ -48,17 +46,6 @@ def single_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def shared_conformance_file(name: str) -> Path:
-    """Path of a large reference file in ../shared/conformance; skip when absent, fail when absent on CI."""
-    path = SHARED_CONFORMANCE_DIR / name
-    if not path.is_file():
-        message = f"{path} not found (the official network weights are not vendored in tests/data)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @lru_cache(maxsize=None)
@@ -363,7 +350,7 @@ def randomize_parameters(model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("factory", [tiny_song, tiny_adm], ids=["song", "adm"])
-def test_save_load_round_trip_is_bit_exact(factory, tmp_path: Path) -> None:
+def test_save_load_round_trip_is_bit_exact(factory, tmp_path) -> None:
     torch.manual_seed(0)
     model = factory().eval()
     randomize_parameters(model)

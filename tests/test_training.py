@@ -215,3 +215,11 @@ def test_help_documents_every_flag():
                  "--channels_last"]:
         assert flag in text, flag
     assert "thousands of images" in text and "(default: 0.12)" in text
+
+
+def test_colour_augmentation_adds_its_labels(tmp_path):
+    trainer = EDMTrainer(make_args(tmp_path / "colors", "--augment_colors", "--max_train_steps", "1",
+                                   "--checkpointing_steps", "0"))
+    assert trainer.augment_pipe.label_dim == 15
+    assert trainer.accelerator.unwrap_model(trainer.model).config.augment_dim == 15
+    trainer.train()

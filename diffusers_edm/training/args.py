@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--augment_p", type=float, default=0.12,
                       help="Probability of each non-leaky geometric augmentation (0 disables augmentation and the "
                            "augment-label input). x-flips happen with probability 1/2 whenever it is > 0.")
+    loss.add_argument("--augment_colors", action="store_true",
+                      help="Also apply the colour augmentations (brightness, contrast, luma flip, hue, saturation; "
+                           "1- or 3-channel images), adding 6 augment labels.")
 
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--seed", type=int, default=0, help="Random seed.")

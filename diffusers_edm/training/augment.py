@@ -345,10 +345,12 @@ class AugmentPipe(torch.nn.Module):
         self.saturation_std = float(saturation_std)
 
     @classmethod
-    def edm_default(cls, p: float = 0.12) -> "AugmentPipe":
+    def edm_default(cls, p: float = 0.12, colors: bool = False) -> "AugmentPipe":
         """The configuration of EDM's `train.py --augment=p` (default 0.12): x/y flips, scale, fractional rotation,
-        anisotropic scaling and fractional translation, 9 label columns (the networks' `augment_dim`)."""
-        return cls(p=p, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1)
+        anisotropic scaling and fractional translation, 9 label columns (the networks' `augment_dim`). With
+        `colors`, also brightness, contrast, luma flip, hue and saturation (multiplier 1 each; 6 more columns)."""
+        color = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1) if colors else {}
+        return cls(p=p, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1, **color)
 
     @property
     def enabled(self) -> tuple[str, ...]:

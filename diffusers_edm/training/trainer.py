@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -150,12 +151,10 @@ class EDMTrainer:
         self.args = args
         log_with = None
         if args.report_to == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-
+            if importlib.util.find_spec("tensorboard") is not None:
                 log_with = "tensorboard"
-            except ImportError:
-                logger.info("tensorboard is not installed; logging to the console only.")
+            else:
+                logger.info("tensorboard is not installed; logging to the console and logs/log.jsonl only.")
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
@@ -172,7 +171,8 @@ class EDMTrainer:
             max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
             cache_dir=args.cache_dir,
         ))
-        self.augment_pipe = AugmentPipe.edm_default(args.augment_p) if args.augment_p > 0 else None
+        self.augment_pipe = (AugmentPipe.edm_default(args.augment_p, colors=args.augment_colors)
+                             if args.augment_p > 0 else None)
         augment_dim = self.augment_pipe.label_dim if self.augment_pipe is not None else 0
         model = build_model(args, self.dataset, augment_dim)
         if args.channels_last:
@@ -237,7 +237,7 @@ class EDMTrainer:
             step, cur_nimg = self.progress.step, self.progress.cur_nimg
             if step % args.logging_steps == 0 or step == self.total_steps:
                 logs = window.flush(self.optimizer.param_groups[0]["lr"])
-                bar.set_postfix(kimg=f"{cur_nimg / 1000:.1f}", loss=f"{logs['loss']:.4f}",
+                bar.set_postfix(kimg=f"{cur_nimg / 1000:.1f}", loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
                                 img_s=f"{logs['img_per_sec']:.0f}")
                 accelerator.log(logs, step=step)
                 self._append_log({"step": step, "kimg": cur_nimg / 1000, **logs})

@@ -1,0 +1,281 @@
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""Converts an official EDM snapshot pickle (NVlabs/edm, Karras et al. 2022) into a saved `EDMPipeline` folder,
+without executing the code embedded in the pickle.
+
+Usage:
+
+    python -m diffusers_edm.convert_edm_checkpoint edm-cifar10-32x32-cond-vp.pkl ./edm-cifar10-32x32-cond-vp [--verify]
+
+The folder holds the EMA weights as safetensors (`unet/`), the model config (native DDPM++/NCSN++/ADM backbone and
+the snapshot's preconditioning), an `EDMHeunScheduler` config with the paper's churn settings for the dataset,
+`sampler_settings.json` with the recommended number of steps (which is not a scheduler setting) and a model card
+(`README.md`, license CC BY-NC-SA 4.0 like the official weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .conversion.edm_snapshot import EDMSnapshot, read_edm_snapshot
+from .conversion.model_card import write_conversion_model_card
+from .conversion.safe_unpickler import UnsafeCheckpointError
+from .conversion.sampler_presets import SAMPLER_PRESETS, SamplerPreset, select_sampler_preset
+from .conversion.verify import VerificationReport, verify_conversion
+from .models.unet_edm import EDMPreconditionedUNet2DModel
+from .pipelines.pipeline_edm import EDMPipeline
+from .schedulers.scheduling_edm_heun import EDMHeunScheduler
+
+PAPER_SIGMA_MIN, PAPER_SIGMA_MAX = 0.002, 80.0
+"""Noise range of the paper's sampler (Algorithm 2, Eq. 5)."""
+
+SAMPLER_SETTINGS_FILE = "sampler_settings.json"
+"""File in the pipeline folder holding the recommended sampler settings, including `num_inference_steps`."""
+
+__all__ = [
+    "SAMPLER_SETTINGS_FILE",
+    "ConversionResult",
+    "UnsafeCheckpointError",
+    "convert_edm_checkpoint",
+    "main",
+    "pipeline_from_snapshot",
+    "read_edm_snapshot",
+    "unet_config_from_snapshot",
+    "unet_from_snapshot",
+]
+
+
+@dataclass
+class ConversionResult:
+    """What [`convert_edm_checkpoint`] produced.
+
+    Attributes:
+        pipeline (`EDMPipeline`): the converted pipeline (also saved to `output_dir`).
+        snapshot (`EDMSnapshot`): the network as read from the pickle.
+        preset (`SamplerPreset`): the recommended sampler settings written to the folder.
+        output_dir (`Path`): the pipeline folder.
+        verification (`VerificationReport`, *optional*): the checks run with `verify=True`.
+    """
+
+    pipeline: EDMPipeline
+    snapshot: EDMSnapshot
+    preset: SamplerPreset
+    output_dir: Path
+    verification: VerificationReport | None = None
+
+
+def unet_config_from_snapshot(snapshot: EDMSnapshot) -> dict:
+    """Constructor arguments of [`EDMPreconditionedUNet2DModel`] for the snapshot's network: its image size,
+    channels and label/augment sizes at the top level, the remaining network arguments in `backbone_config`, and the
+    preconditioning with its parameters (σ_data at the top level for EDM)."""
+    precond_kwargs = snapshot.preconditioning_kwargs
+    sigma_data = precond_kwargs.pop("sigma_data", 0.5) if snapshot.preconditioning == "edm" else 0.5
+    return dict(
+        sample_size=snapshot.img_resolution,
+        in_channels=snapshot.img_channels,
+        out_channels=snapshot.out_channels,
+        num_class_labels=snapshot.label_dim,
+        augment_dim=snapshot.augment_dim,
+        backbone_type=snapshot.backbone_type,
+        backbone_config=snapshot.backbone_config,
+        preconditioning=snapshot.preconditioning,
+        preconditioning_config=precond_kwargs or None,
+        sigma_data=sigma_data,
+    )
+
+
+def unet_from_snapshot(snapshot: EDMSnapshot) -> EDMPreconditionedUNet2DModel:
+    """The converted denoiser holding the snapshot's weights (`load_state_dict(strict=True)`), in eval mode.
+
+    The official keys `model.<name>` become `backbone.<name>`. iDDPM's `u` table is not a weight of the converted
+    model (it recomputes it from C_1, C_2, M); the snapshot's copy must equal it exactly.
+
+    Raises:
+        ValueError: a tensor the network needs is missing from the snapshot, the snapshot holds unexpected tensors or
+            tensors of the wrong shape, or iDDPM's `u` differs from the recomputed table.
+    """
+    model = EDMPreconditionedUNet2DModel(**unet_config_from_snapshot(snapshot))
+    official_prefix, prefix = "model.", "backbone."
+    weights = {}
+    for key, tensor in snapshot.state_dict.items():
+        if key.startswith(official_prefix):
+            weights[prefix + key[len(official_prefix):]] = tensor
+        elif not (key == "u" and snapshot.preconditioning == "iddpm"):
+            raise ValueError(f"The snapshot holds the unexpected tensor {key!r}; it is not an EDM network.")
+    expected = model.state_dict()
+    missing = [official_prefix + key[len(prefix):] for key in expected if key not in weights]
+    if missing:
+        raise ValueError(
+            f"The snapshot lacks {len(missing)} tensor(s) its {snapshot.model_class} needs, e.g. {missing[:5]}; the"
+            " pickle is incomplete or its recorded constructor arguments do not match its weights."
+        )
+    for key, tensor in weights.items():
+        if key not in expected:
+            raise ValueError(
+                f"The snapshot holds {official_prefix + key[len(prefix):]!r}, which the {snapshot.model_class} built"
+                " from its recorded arguments does not have."
+            )
+        if tensor.shape != expected[key].shape:
+            raise ValueError(
+                f"{official_prefix + key[len(prefix):]!r} has shape {tuple(tensor.shape)} in the snapshot but"
+                f" {tuple(expected[key].shape)} in the network built from its recorded arguments."
+            )
+    model.load_state_dict(weights, strict=True)
+    if snapshot.preconditioning == "iddpm":
+        _check_iddpm_table(snapshot, model)
+    return model.eval()
+
+
+def _check_iddpm_table(snapshot: EDMSnapshot, model: EDMPreconditionedUNet2DModel) -> None:
+    """iDDPM's discrete noise levels u_j (spec §1.2) are recomputed by the model; they must equal the snapshot's."""
+    stored = snapshot.state_dict.get("u")
+    if stored is None:
+        raise ValueError("The iDDPMPrecond snapshot lacks its noise-level table 'u'.")
+    recomputed = model.precond.u
+    if stored.shape != recomputed.shape or not torch.equal(stored.to(recomputed.dtype), recomputed.cpu()):
+        difference = (
+            (stored.double() - recomputed.cpu().double()).abs().max().item()
+            if stored.shape == recomputed.shape
+            else f"shapes {tuple(stored.shape)} vs {tuple(recomputed.shape)}"
+        )
+        raise ValueError(
+            f"The snapshot's iDDPM table 'u' differs from the one recomputed from {snapshot.precond_parameters}"
+            f" (max |diff| = {difference}); the converted model would sample at other noise levels."
+        )
+
+
+def pipeline_from_snapshot(snapshot: EDMSnapshot, preset: SamplerPreset) -> EDMPipeline:
+    """An [`EDMPipeline`] with the converted denoiser and an [`EDMHeunScheduler`] holding the preset's churn
+    settings (S_churn, S_tmin, S_tmax, S_noise of Algorithm 2) and the paper's σ ∈ [0.002, 80], ρ = 7 (narrowed to
+    the σ range an `EDMPrecond` records, as the official sampler does; other networks' ranges are applied by the
+    pipeline)."""
+    unet = unet_from_snapshot(snapshot)
+    sigma_min, sigma_max = PAPER_SIGMA_MIN, PAPER_SIGMA_MAX
+    if snapshot.precond_class == "EDMPrecond":  # the official sampler clamps its range to the network's
+        network_min, network_max = snapshot.edm_sigma_range
+        sigma_min, sigma_max = max(sigma_min, network_min), min(sigma_max, network_max)
+        if not sigma_min < sigma_max:
+            raise ValueError(
+                f"The network's recorded σ range [{network_min}, {network_max}] leaves no room for the sampler's"
+                f" [{PAPER_SIGMA_MIN}, {PAPER_SIGMA_MAX}]."
+            )
+    scheduler = EDMHeunScheduler(
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        sigma_data=unet.config.sigma_data,
+        rho=7.0,
+        s_churn=preset.s_churn,
+        s_tmin=preset.s_tmin,
+        s_tmax=preset.s_tmax,
+        s_noise=preset.s_noise,
+    )
+    return EDMPipeline(unet=unet, scheduler=scheduler)
+
+
+def convert_edm_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    preset: str | None = None,
+    verify: bool = False,
+) -> ConversionResult:
+    """Converts an official EDM snapshot pickle into a saved [`EDMPipeline`] folder, never executing code from it.
+
+    Args:
+        checkpoint_path (`str` or `os.PathLike`): the snapshot `.pkl` (e.g. `edm-cifar10-32x32-cond-vp.pkl`, or a
+            `network-snapshot-*.pkl` of the official training loop).
+        output_dir (`str` or `os.PathLike`): folder to write (created if needed).
+        preset (`str`, *optional*): sampler preset from [`SAMPLER_PRESETS`]; inferred from the file name, resolution
+            and label count when omitted.
+        verify (`bool`, defaults to `False`): check the saved pipeline (see [`verify_conversion`]).
+
+    Returns:
+        [`ConversionResult`]: the pipeline, the snapshot, the preset and the verification report.
+
+    Raises:
+        UnsafeCheckpointError: the pickle references code that an EDM snapshot never needs.
+        ValueError: the file is not an EDM snapshot, or its network cannot be converted.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    snapshot = read_edm_snapshot(checkpoint_path)
+    sampler_preset = select_sampler_preset(snapshot, checkpoint_path, preset)
+    pipeline = pipeline_from_snapshot(snapshot, sampler_preset)
+
+    output_dir = Path(output_dir)
+    pipeline.save_pretrained(output_dir)
+    with open(output_dir / SAMPLER_SETTINGS_FILE, "w", encoding="utf-8") as f:
+        scheduler_config = pipeline.scheduler.config
+        noise_range = {key: scheduler_config[key] for key in ("sigma_min", "sigma_max", "rho")}
+        json.dump({**sampler_preset.to_json_dict(), **noise_range}, f, indent=2)
+        f.write("\n")
+    write_conversion_model_card(
+        output_dir,
+        snapshot=snapshot,
+        preset=sampler_preset,
+        source_name=checkpoint_path.name,
+        source_sha256=_sha256(checkpoint_path),
+        num_parameters=sum(p.numel() for p in pipeline.unet.parameters()),
+    )
+    result = ConversionResult(pipeline=pipeline, snapshot=snapshot, preset=sampler_preset, output_dir=output_dir)
+    if verify:
+        result.verification = verify_conversion(snapshot, pipeline, output_dir)
+    return result
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _describe(result: ConversionResult) -> str:
+    snapshot, preset = result.snapshot, result.preset
+    churn = "deterministic" if preset.s_churn == 0 else (
+        f"S_churn={preset.s_churn}, S_tmin={preset.s_tmin}, S_tmax={preset.s_tmax}, S_noise={preset.s_noise}"
+    )
+    recalled = " (recalled values: verify against the paper)" if preset.recalled else ""
+    return (
+        f"Converted {snapshot.precond_class} + {snapshot.model_class} ({snapshot.img_resolution}x"
+        f"{snapshot.img_resolution}, {snapshot.img_channels} channels, {snapshot.label_dim} classes, augment_dim"
+        f" {snapshot.augment_dim}, {len(snapshot.state_dict)} tensors) to {result.output_dir}\n"
+        f"Sampler preset '{preset.name}' ({preset.dataset}): {preset.num_inference_steps} steps, {churn}{recalled}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (1 when `--verify` finds a problem, 2 for bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m diffusers_edm.convert_edm_checkpoint",
+        description="Convert an official EDM snapshot pickle into a diffusers-edm EDMPipeline folder without"
+        " executing code from the pickle.",
+    )
+    parser.add_argument("checkpoint", help="official snapshot .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
+    parser.add_argument("output_dir", help="folder to write the pipeline to")
+    parser.add_argument("--preset", choices=sorted(SAMPLER_PRESETS), default=None,
+                        help="recommended sampler settings to store (default: inferred from file name and shape)")
+    parser.add_argument("--verify", action="store_true",
+                        help="run the converted denoiser on random inputs and check it (and the reloaded folder)")
+    args = parser.parse_args(argv)
+    try:
+        result = convert_edm_checkpoint(args.checkpoint, args.output_dir, preset=args.preset, verify=args.verify)
+    except (ValueError, FileNotFoundError) as error:  # UnsafeCheckpointError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(_describe(result))
+    if result.verification is not None:
+        print(result.verification.summary())
+        return 0 if result.verification.passed else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

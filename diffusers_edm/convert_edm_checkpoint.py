@@ -8,15 +8,15 @@ Usage:
 
 The folder holds the EMA weights as safetensors (`unet/`), the model config (native DDPM++/NCSN++/ADM backbone and
 the snapshot's preconditioning), an `EDMHeunScheduler` config with the paper's churn settings for the dataset,
-`sampler_settings.json` with the recommended number of steps (which is not a scheduler setting) and a model card
-(`README.md`, license CC BY-NC-SA 4.0 like the official weights).
+`sampler_settings.json` with the recommended number of steps (which is not a scheduler setting; `python -m
+diffusers_edm.generate` reads it) and a model card (`README.md`, license CC BY-NC-SA 4.0 like the official weights).
+The presets are those of `diffusers_edm.sampler_presets`, shared with the generation CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -27,18 +27,13 @@ import torch
 
 from .conversion.edm_snapshot import EDMSnapshot, read_edm_snapshot
 from .conversion.model_card import write_conversion_model_card
+from .conversion.preset_selection import select_sampler_preset
 from .conversion.safe_unpickler import UnsafeCheckpointError
-from .conversion.sampler_presets import SAMPLER_PRESETS, SamplerPreset, select_sampler_preset
 from .conversion.verify import VerificationReport, verify_conversion
 from .models.unet_edm import EDMPreconditionedUNet2DModel
 from .pipelines.pipeline_edm import EDMPipeline
+from .sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, SamplerPreset, write_sampler_settings
 from .schedulers.scheduling_edm_heun import EDMHeunScheduler
-
-PAPER_SIGMA_MIN, PAPER_SIGMA_MAX = 0.002, 80.0
-"""Noise range of the paper's sampler (Algorithm 2, Eq. 5)."""
-
-SAMPLER_SETTINGS_FILE = "sampler_settings.json"
-"""File in the pipeline folder holding the recommended sampler settings, including `num_inference_steps`."""
 
 __all__ = [
     "SAMPLER_SETTINGS_FILE",
@@ -153,30 +148,22 @@ def _check_iddpm_table(snapshot: EDMSnapshot, model: EDMPreconditionedUNet2DMode
 
 
 def pipeline_from_snapshot(snapshot: EDMSnapshot, preset: SamplerPreset) -> EDMPipeline:
-    """An [`EDMPipeline`] with the converted denoiser and an [`EDMHeunScheduler`] holding the preset's churn
-    settings (S_churn, S_tmin, S_tmax, S_noise of Algorithm 2) and the paper's σ ∈ [0.002, 80], ρ = 7 (narrowed to
-    the σ range an `EDMPrecond` records, as the official sampler does; other networks' ranges are applied by the
-    pipeline)."""
+    """An [`EDMPipeline`] with the converted denoiser and an [`EDMHeunScheduler`] holding the preset's
+    [`SamplerPreset.scheduler_settings`]: the churn settings (S_churn, S_tmin, S_tmax, S_noise of Algorithm 2) and
+    the paper's σ ∈ [0.002, 80], ρ = 7, Heun solver. The σ range is narrowed to the one an `EDMPrecond` records, as
+    the official sampler does; other networks' ranges are applied by the pipeline."""
     unet = unet_from_snapshot(snapshot)
-    sigma_min, sigma_max = PAPER_SIGMA_MIN, PAPER_SIGMA_MAX
+    settings = preset.scheduler_settings()
     if snapshot.precond_class == "EDMPrecond":  # the official sampler clamps its range to the network's
         network_min, network_max = snapshot.edm_sigma_range
-        sigma_min, sigma_max = max(sigma_min, network_min), min(sigma_max, network_max)
+        sigma_min, sigma_max = max(settings["sigma_min"], network_min), min(settings["sigma_max"], network_max)
         if not sigma_min < sigma_max:
             raise ValueError(
                 f"The network's recorded σ range [{network_min}, {network_max}] leaves no room for the sampler's"
-                f" [{PAPER_SIGMA_MIN}, {PAPER_SIGMA_MAX}]."
+                f" [{settings['sigma_min']}, {settings['sigma_max']}]."
             )
-    scheduler = EDMHeunScheduler(
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        sigma_data=unet.config.sigma_data,
-        rho=7.0,
-        s_churn=preset.s_churn,
-        s_tmin=preset.s_tmin,
-        s_tmax=preset.s_tmax,
-        s_noise=preset.s_noise,
-    )
+        settings.update(sigma_min=sigma_min, sigma_max=sigma_max)
+    scheduler = EDMHeunScheduler(sigma_data=unet.config.sigma_data, **settings)
     return EDMPipeline(unet=unet, scheduler=scheduler)
 
 
@@ -210,11 +197,7 @@ def convert_edm_checkpoint(
 
     output_dir = Path(output_dir)
     pipeline.save_pretrained(output_dir)
-    with open(output_dir / SAMPLER_SETTINGS_FILE, "w", encoding="utf-8") as f:
-        scheduler_config = pipeline.scheduler.config
-        noise_range = {key: scheduler_config[key] for key in ("sigma_min", "sigma_max", "rho")}
-        json.dump({**sampler_preset.to_json_dict(), **noise_range}, f, indent=2)
-        f.write("\n")
+    write_sampler_settings(output_dir, sampler_preset, pipeline.scheduler.config)
     write_conversion_model_card(
         output_dir,
         snapshot=snapshot,
@@ -247,7 +230,8 @@ def _describe(result: ConversionResult) -> str:
         f"Converted {snapshot.precond_class} + {snapshot.model_class} ({snapshot.img_resolution}x"
         f"{snapshot.img_resolution}, {snapshot.img_channels} channels, {snapshot.label_dim} classes, augment_dim"
         f" {snapshot.augment_dim}, {len(snapshot.state_dict)} tensors) to {result.output_dir}\n"
-        f"Sampler preset '{preset.name}' ({preset.dataset}): {preset.num_inference_steps} steps, {churn}{recalled}"
+        f"Sampler preset '{preset.name}' ({preset.dataset}): {preset.num_inference_steps} steps, {churn}{recalled};"
+        f" the step count is stored in {SAMPLER_SETTINGS_FILE}"
     )
 
 
@@ -261,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="official snapshot .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
     parser.add_argument("output_dir", help="folder to write the pipeline to")
     parser.add_argument("--preset", choices=sorted(SAMPLER_PRESETS), default=None,
-                        help="recommended sampler settings to store (default: inferred from file name and shape)")
+                        help="recommended sampler settings to store, named as for `generate --preset` (default:"
+                        " inferred from the file name and shape)")
     parser.add_argument("--verify", action="store_true",
                         help="run the converted denoiser on random inputs and check it (and the reloaded folder)")
     args = parser.parse_args(argv)

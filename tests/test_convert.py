@@ -33,9 +33,10 @@ from safetensors.torch import load_file
 
 from diffusers_edm import EDMPipeline
 from diffusers_edm.conversion.edm_snapshot import read_edm_snapshot
-from diffusers_edm.conversion.sampler_presets import select_sampler_preset
+from diffusers_edm.conversion.preset_selection import select_sampler_preset
 from diffusers_edm.conversion.verify import verify_conversion
 from diffusers_edm.convert_edm_checkpoint import UnsafeCheckpointError, convert_edm_checkpoint, main
+from diffusers_edm.generate import main as generate_main
 from diffusers_edm.models.dhariwal_unet import DhariwalUNet2DModel
 from diffusers_edm.models.song_unet import SongUNet2DModel
 
@@ -176,11 +177,14 @@ def test_sampler_settings_and_model_card_for_a_cifar10_file_name(song_snapshot, 
     convert_edm_checkpoint(named, tmp_path / "pipe")
 
     settings = json.loads((tmp_path / "pipe" / "sampler_settings.json").read_text())
+    assert settings["name"] == "cifar10" and settings["recalled"] is False
     assert settings["num_inference_steps"] == 18 and settings["num_model_evaluations"] == 35  # spec §1.4
-    assert settings["s_churn"] == 0 and settings["recalled"] is False
+    # Spec §1.4: deterministic, σ range 0.002–80, ρ = 7 (Heun, the README's solver); the json repeats the scheduler's.
+    churn_and_range = ("s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho", "solver")
+    expected = (0.0, 0.0, None, 1.0, 0.002, 80.0, 7.0, "heun")
+    assert tuple(settings[key] for key in churn_and_range) == expected
     scheduler_config = json.loads((tmp_path / "pipe" / "scheduler" / "scheduler_config.json").read_text())
-    assert (scheduler_config["s_churn"], scheduler_config["sigma_min"], scheduler_config["sigma_max"],
-            scheduler_config["rho"]) == (0.0, 0.002, 80.0, 7.0)
+    assert tuple(scheduler_config[key] for key in churn_and_range) == expected
 
     card = ModelCard.load(tmp_path / "pipe" / "README.md")
     assert card.data.license == "cc-by-nc-sa-4.0"
@@ -208,28 +212,34 @@ def test_baseline_vp_snapshot_gets_recalled_stochastic_settings(tmp_path):
 @pytest.mark.parametrize(
     "file_name, precond_class, overrides, expected",
     [
-        # (steps, S_churn, S_tmin, S_tmax, S_noise, recalled) from the spec report §1.4.
-        ("edm-cifar10-32x32-uncond-vp.pkl", "EDMPrecond", {}, (18, 0, 0, None, 1, False)),
-        ("edm-ffhq-64x64-uncond-vp.pkl", "EDMPrecond", {}, (40, 0, 0, None, 1, False)),
-        ("edm-afhqv2-64x64-uncond-ve.pkl", "EDMPrecond", {}, (40, 0, 0, None, 1, False)),
-        ("edm-imagenet-64x64-cond-adm.pkl", "EDMPrecond", {}, (256, 40, 0.05, 50, 1.003, False)),
-        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=64, label_dim=1000), (256, 40, 0.05, 50, 1.003, False)),
-        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=32, label_dim=10), (18, 0, 0, None, 1, False)),
-        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=64, label_dim=0), (40, 0, 0, None, 1, False)),
-        ("baseline-cifar10-32x32-uncond-vp.pkl", "VPPrecond", {}, (256, 30, 0.01, 1, 1.007, True)),
-        ("baseline-cifar10-32x32-uncond-ve.pkl", "VEPrecond", {}, (256, 80, 0.05, 1, 1.007, True)),
+        # (preset, steps, S_churn, S_tmin, S_tmax, S_noise, recalled) from the spec report §1.4.
+        ("edm-cifar10-32x32-uncond-vp.pkl", "EDMPrecond", {}, ("cifar10", 18, 0, 0, None, 1, False)),
+        ("edm-ffhq-64x64-uncond-vp.pkl", "EDMPrecond", {}, ("ffhq", 40, 0, 0, None, 1, False)),
+        ("edm-afhqv2-64x64-uncond-ve.pkl", "EDMPrecond", {}, ("afhqv2", 40, 0, 0, None, 1, False)),
+        ("edm-imagenet-64x64-cond-adm.pkl", "EDMPrecond", {}, ("imagenet64", 256, 40, 0.05, 50, 1.003, False)),
+        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=64, label_dim=1000),
+         ("imagenet64", 256, 40, 0.05, 50, 1.003, False)),
+        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=32, label_dim=10), ("cifar10", 18, 0, 0, None, 1, False)),
+        ("snapshot.pkl", "EDMPrecond", dict(img_resolution=64, label_dim=0),
+         ("uncond-64x64", 40, 0, 0, None, 1, False)),
+        ("baseline-cifar10-32x32-uncond-vp.pkl", "VPPrecond", {},
+         ("baseline-cifar10-vp", 256, 30, 0.01, 1, 1.007, True)),
+        ("baseline-cifar10-32x32-uncond-ve.pkl", "VEPrecond", {},
+         ("baseline-cifar10-ve", 256, 80, 0.05, 1, 1.007, True)),
+        ("baseline-imagenet-64x64-cond-adm.pkl", "iDDPMPrecond", {},
+         ("baseline-imagenet64", 256, 80, 0.05, 50, 1.003, True)),
     ],
 )
 def test_sampler_preset_inferred_from_file_name_or_shape(file_name, precond_class, overrides, expected):
     snapshot = _fake_snapshot(precond_class, **overrides)
     preset = select_sampler_preset(snapshot, file_name)
-    assert (preset.num_inference_steps, preset.s_churn, preset.s_tmin, preset.s_tmax, preset.s_noise,
+    assert (preset.name, preset.num_inference_steps, preset.s_churn, preset.s_tmin, preset.s_tmax, preset.s_noise,
             preset.recalled) == expected
 
 
 def test_sampler_preset_override_and_unknown_name():
     snapshot = _fake_snapshot("EDMPrecond")
-    overridden = select_sampler_preset(snapshot, "edm-cifar10-32x32-cond-vp.pkl", preset="ffhq-64x64")
+    overridden = select_sampler_preset(snapshot, "edm-cifar10-32x32-cond-vp.pkl", preset="ffhq")
     assert overridden.num_inference_steps == 40
     assert select_sampler_preset(snapshot, "my-run.pkl").name == "default"  # 16x16: no paper setting
     with pytest.raises(ValueError, match="Unknown sampler preset"):
@@ -388,7 +398,7 @@ def test_command_line_converts_and_verifies(song_snapshot, tmp_path):
     path, _ = song_snapshot
     process = subprocess.run(
         [sys.executable, "-m", "diffusers_edm.convert_edm_checkpoint", str(path), str(tmp_path / "pipe"), "--verify",
-         "--preset", "cifar10-32x32"],
+         "--preset", "cifar10"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
@@ -396,7 +406,20 @@ def test_command_line_converts_and_verifies(song_snapshot, tmp_path):
     assert "verification passed" in process.stdout
     assert "matches D computed from the raw state_dict" in process.stdout
     assert "official code not importable" in process.stdout
-    assert json.loads((tmp_path / "pipe" / "sampler_settings.json").read_text())["name"] == "cifar10-32x32"
+    assert json.loads((tmp_path / "pipe" / "sampler_settings.json").read_text())["name"] == "cifar10"
+
+
+def test_generate_takes_the_step_count_the_converter_stored(song_snapshot, tmp_path):
+    """Writer and reader of sampler_settings.json agree: the generation CLI samples a converted folder with the
+    converted preset's steps (FFHQ: 40, spec §1.4) when neither --steps nor --preset is given."""
+    path, _ = song_snapshot
+    convert_edm_checkpoint(path, tmp_path / "pipe", preset="ffhq")
+    arguments = ["--model", str(tmp_path / "pipe"), "--outdir", str(tmp_path / "images"), "--seeds", "0",
+                 "--device", "cpu"]
+    summary = generate_main(arguments)
+    assert (summary.num_inference_steps, summary.steps_source) == (40, "the model's sampler_settings.json")
+    assert (tmp_path / "images" / "000000.png").is_file()
+    assert generate_main([*arguments, "--steps", "2"]).num_inference_steps == 2
 
 
 def test_command_line_refuses_unsafe_pickle(tmp_path, capsys):

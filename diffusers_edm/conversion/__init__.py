@@ -3,13 +3,11 @@
 `diffusers_edm.convert_edm_checkpoint`)."""
 
 from .edm_snapshot import EDMSnapshot, read_edm_snapshot
+from .preset_selection import select_sampler_preset
 from .safe_unpickler import UnsafeCheckpointError, load_snapshot_pickle
-from .sampler_presets import SAMPLER_PRESETS, SamplerPreset, select_sampler_preset
 
 __all__ = [
-    "SAMPLER_PRESETS",
     "EDMSnapshot",
-    "SamplerPreset",
     "UnsafeCheckpointError",
     "load_snapshot_pickle",
     "read_edm_snapshot",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCardData
 
+from ..sampler_presets import SamplerPreset
 from .edm_snapshot import EDMSnapshot
-from .sampler_presets import SamplerPreset
 
 _PRECONDITIONING_NAMES = {
     "EDMPrecond": "EDM (Karras et al. 2022, Table 1)",
@@ -79,6 +79,7 @@ def write_conversion_model_card(
         if preset.recalled
         else ""
     )
+    schedule = preset.scheduler_settings()
     edm_range = ""
     if snapshot.precond_class == "EDMPrecond" and snapshot.edm_sigma_range != (0, math.inf):
         edm_range = " (recorded σ range {} … {}, applied to the scheduler's σ range)".format(*snapshot.edm_sigma_range)
@@ -129,12 +130,14 @@ code is Apache-2.0 and contains no code of the official implementation.
 
 ## Recommended sampler settings
 
-{preset.num_inference_steps} steps of EDM's Heun sampler ({2 * preset.num_inference_steps - 1} network evaluations),
-{churn}, σ from 80 to 0.002 with ρ = 7 (clamped to the range the network supports).
+{preset.num_inference_steps} steps of EDM's Heun sampler ({preset.num_model_evaluations} network evaluations),
+{churn}, σ from {schedule["sigma_max"]:g} to {schedule["sigma_min"]:g} with ρ = {schedule["rho"]:g} (clamped to the
+range the network supports).
 Source: {preset.source} (preset `{preset.name}`).
 {recalled_note}
 The churn settings are in `scheduler/scheduler_config.json`; the step count is not a scheduler setting, so it is
-stored with the others in `sampler_settings.json` — pass it as `num_inference_steps`.
+stored with the others in `sampler_settings.json` — pass it as `num_inference_steps` (`python -m
+diffusers_edm.generate --model path/to/this/folder` reads it from there).
 
 ## Usage
 

@@ -73,9 +73,11 @@ def features_and_predictions(model: DigitsClassifier, images: torch.Tensor) -> t
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), with unbiased covariances (as EDM's fid.py)."""
+    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), with unbiased covariances (as EDM's fid.py). ReLU features
+    have dead units, so both covariances get 1e-6·I to keep the square root well defined."""
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    offset = 1e-6 * np.eye(a.shape[1])
+    cov_a, cov_b = np.cov(a, rowvar=False) + offset, np.cov(b, rowvar=False) + offset
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
 

@@ -1,11 +1,32 @@
 """diffusers-edm: EDM (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models") as a
-diffusers plugin: EDM's sampler as a scheduler, its preconditioned denoiser as a model, and a pipeline."""
+diffusers plugin: EDM's sampler as a scheduler, its preconditioned denoiser (with the paper's own networks) as a
+model, and a pipeline."""
 
-from .models import EDMPreconditionedUNet2DModel
+from .models import DhariwalUNet2DModel, EDMPreconditionedUNet2DModel, SongUNet2DModel
 from .pipelines import EDMPipeline
-from .preconditioning import edm_preconditioning
-from .schedulers import EDMHeunScheduler
+from .preconditioning import (
+    EDMPreconditioning,
+    IDDPMPreconditioning,
+    VEPreconditioning,
+    VPPreconditioning,
+    edm_preconditioning,
+    make_preconditioning,
+)
+from .schedulers import EDMAblationScheduler, EDMHeunScheduler
 
 __version__ = "0.1.0"
 
-__all__ = ["EDMHeunScheduler", "EDMPipeline", "EDMPreconditionedUNet2DModel", "edm_preconditioning"]
+__all__ = [
+    "DhariwalUNet2DModel",
+    "EDMAblationScheduler",
+    "EDMHeunScheduler",
+    "EDMPipeline",
+    "EDMPreconditionedUNet2DModel",
+    "EDMPreconditioning",
+    "IDDPMPreconditioning",
+    "SongUNet2DModel",
+    "VEPreconditioning",
+    "VPPreconditioning",
+    "edm_preconditioning",
+    "make_preconditioning",
+]

@@ -3,6 +3,7 @@ package (they implement the paper's Algorithm 2 directly)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -100,16 +101,70 @@ def reference_edm_sampler(denoise, latents, num_steps, sigma_min=0.002, sigma_ma
     return x, evaluations
 
 
-def run_scheduler_loop(scheduler, denoise, latents, num_steps, generator=None, dtype=torch.float64):
-    """The standard diffusers sampling loop around a D-model; returns the sample and the σ of every model call."""
-    scheduler.set_timesteps(num_steps)
+def run_scheduler_loop(scheduler, denoise, latents, num_steps, generator=None, dtype=torch.float64, net=None,
+                       official_noise_stream=False):
+    """The standard diffusers sampling loop around a D-model (`denoise(model_input, σ)`), with the σ range and
+    round_sigma of the preconditioning `net` when given; returns the sample and the σ of every model call."""
+    net_range = {} if net is None else dict(
+        net_sigma_min=net.sigma_min, net_sigma_max=net.sigma_max, round_sigma=net.round_sigma)
+    scheduler.set_timesteps(num_steps, official_noise_stream=official_noise_stream, **net_range)
     sample = latents.to(dtype) * scheduler.init_noise_sigma
+    sample = scheduler.add_initial_churn(sample, generator)
     called_sigmas = []
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(sample, t)
         called_sigmas.append(float(t))
         sample = scheduler.step(denoise(model_input, t), t, sample, generator=generator).prev_sample
     return sample, called_sigmas
+
+
+BAD_SHARED_SETTINGS = [
+    (dict(sigma_min=0.0), "sigma_min"),
+    (dict(rho=0.0), "rho"),
+    (dict(s_churn=-1.0), "s_churn"),
+    (dict(s_noise=0.0), "s_noise"),
+    (dict(s_tmin=2.0, s_tmax=1.0), "s_tmax"),
+    (dict(solver="rk4"), "solver.*'heun', 'euler'"),
+]
+"""Settings both EDM schedulers reject (the ρ-schedule's, Algorithm 2's churn, the solver), with the text their
+ValueError must contain."""
+
+BAD_SET_TIMESTEPS_ARGUMENTS = [
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(num_inference_steps=None), "num_inference_steps"),
+    (dict(sigmas=[1.0, 2.0]), "strictly decreasing"),
+    (dict(sigmas=[1.0, -0.5]), "> 0"),
+    (dict(sigmas=[5.0, 1.0], num_inference_steps=3), "disagrees"),
+]
+"""`set_timesteps` arguments every EDM scheduler rejects, with the text its ValueError must contain."""
+
+
+def assert_config_round_trip(scheduler, folder: Path, num_inference_steps: int, **set_timesteps_kwargs):
+    """Saves `scheduler` to `folder` and reloads it: the json holds no Infinity (not valid JSON), the configs agree
+    and both lay out the same timesteps. Returns the saved json and the reloaded scheduler."""
+    # A pipeline's model_index.json names the scheduler's module, where diffusers' loader looks up `SchedulerMixin`.
+    module = importlib.import_module(type(scheduler).__module__)
+    assert issubclass(type(scheduler), module.SchedulerMixin)
+    scheduler.save_pretrained(folder)
+    text = (folder / "scheduler_config.json").read_text()
+    assert "Infinity" not in text
+    loaded = type(scheduler).from_pretrained(folder)
+    assert {k: v for k, v in loaded.config.items() if not k.startswith("_")} == {
+        k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+    for s in (scheduler, loaded):
+        s.set_timesteps(num_inference_steps, **set_timesteps_kwargs)
+    assert torch.equal(loaded.timesteps, scheduler.timesteps)
+    return json.loads(text), loaded
+
+
+def assert_step_after_the_last_is_rejected(scheduler) -> None:
+    """A `step` after the last evaluation of a one-step run raises a ValueError that points to `set_timesteps`."""
+    scheduler.set_timesteps(1)
+    sample = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    t = scheduler.timesteps[0]
+    scheduler.step(sample, t, sample)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        scheduler.step(sample, t, sample)
 
 
 def tiny_unet_kwargs(**overrides) -> dict:

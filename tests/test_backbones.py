@@ -38,16 +38,6 @@ FULLSIZE = json.loads((DATA_DIR / "backbone_fullsize_configs.json").read_text())
 MODEL_CLASSES = {"SongUNet": SongUNet2DModel, "DhariwalUNet": DhariwalUNet2DModel}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_cpu_thread():
-    """Run this module on one CPU thread: the networks here are tiny, and with two OpenMP threads a core that is busy
-    with another process stalls every parallel region (forward passes measured ~100x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @lru_cache(maxsize=None)
 def official_weights(name: str) -> dict[str, torch.Tensor]:
     return load_file(shared_conformance_file(NETS[name]["weights_file"]))

@@ -58,15 +58,6 @@ NATIVE = {"SongUNet": SongUNet2DModel, "DhariwalUNet": DhariwalUNet2DModel}
 TOP_LEVEL = ("img_resolution", "img_channels", "label_dim", "model_type", "augment_dim")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_cpu_thread():
-    """Tiny networks: one thread avoids OpenMP stalls when the other core is busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def edm_reference_denoiser(network: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, class_labels, augment_labels,
                            sigma_data: float = 0.5) -> torch.Tensor:
     """D(x; σ) = c_skip x + c_out F(c_in x; c_noise) with EDM's coefficients (Table 1), written out independently."""

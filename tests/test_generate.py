@@ -41,15 +41,6 @@ def save_tiny_pipeline(folder, channels, num_class_labels):
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The tiny networks run faster on one thread, and much faster when other processes share the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def cond_model(tmp_path_factory):
     """RGB, 3 classes."""

@@ -97,3 +97,21 @@ def test_seeds_and_generator_are_exclusive():
         pipe(seeds=[0], generator=torch.Generator())
     with pytest.raises(ValueError, match="disagrees"):
         pipe(seeds=[0, 1], batch_size=3)
+
+
+@pytest.mark.parametrize("variant,tau", [("ideal", 0.0), ("gmm", 0.1)])
+def test_seeds_reproduce_generate_py_with_the_ablation_sampler(variant, tau):
+    from diffusers_edm.schedulers.scheduling_edm_ablation import EDMAblationScheduler
+
+    meta, tensors = conformance("03_sampler_stochastic")
+    tag = "cond.ablation_heun_edm_linear_none_N10_netedm_S_churn40"
+    kwargs = next(r for r in meta["runs"] if r["tag"] == tag)["kwargs"]
+    pipe = make_pipeline(tensors, tau, conditional=True)
+    pipe.scheduler = EDMAblationScheduler(
+        solver=kwargs["solver"], discretization=kwargs["discretization"], schedule=kwargs["schedule"],
+        scaling=kwargs["scaling"], s_churn=kwargs["S_churn"], s_tmin=kwargs["S_min"], s_tmax=kwargs["S_max"],
+        s_noise=kwargs["S_noise"])
+    images = pipe(seeds=tensors["seeds"].tolist(), num_inference_steps=kwargs["num_steps"]).images
+    assert np.array_equal(np.stack([np.asarray(im) for im in images]), tensors[f"{tag}.images_{variant}_u8_nhwc"].numpy())
+    torch.testing.assert_close(torch.tensor(pipe.unet.calls, dtype=torch.float64), tensors[f"{tag}.denoiser_sigmas"],
+                               rtol=1e-12, atol=0)

@@ -1,5 +1,6 @@
-"""Schedulers: EDM's sampler (Algorithm 2) and its noise-level schedule."""
+"""Schedulers: EDM's sampler (Algorithm 2), the design-space sampler of its ablations, and the noise-level schedule."""
 
+from .scheduling_edm_ablation import EDMAblationScheduler, EDMAblationSchedulerOutput
 from .scheduling_edm_heun import EDMHeunScheduler, EDMHeunSchedulerOutput
 
-__all__ = ["EDMHeunScheduler", "EDMHeunSchedulerOutput"]
+__all__ = ["EDMAblationScheduler", "EDMAblationSchedulerOutput", "EDMHeunScheduler", "EDMHeunSchedulerOutput"]

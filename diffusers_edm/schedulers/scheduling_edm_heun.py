@@ -9,21 +9,24 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..preconditioning import edm_preconditioning
-from .sigma_schedule import churn_gammas, karras_sigmas
+from .scheduling_edm_base import SOLVERS, EDMSchedulerBase, EDMSchedulerOutput, TensorFunction, documented
+from .scheduling_edm_base import check_choice, check_churn, check_positive, check_sigma_order
+from .sigma_schedule import karras_sigmas
 
-SOLVERS = ("heun", "euler")
+# Pipelines saved with this scheduler name this module in model_index.json, and diffusers finds how to load it by
+# looking `SchedulerMixin` up here: it belongs to this module's public names.
+__all__ = ["EDMHeunScheduler", "EDMHeunSchedulerOutput", "SchedulerMixin"]
+
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
 TIMESTEP_TYPES = ("sigma", "c_noise")
 
 
 @dataclass
-class EDMHeunSchedulerOutput(BaseOutput):
+class EDMHeunSchedulerOutput(EDMSchedulerOutput):
     """
     Output of [`EDMHeunScheduler.step`].
 
@@ -35,9 +38,6 @@ class EDMHeunSchedulerOutput(BaseOutput):
             The denoised estimate D(x; σ) of this model evaluation.
     """
 
-    prev_sample: torch.Tensor
-    pred_original_sample: torch.Tensor | None = None
-
 
 class _Evaluation(NamedTuple):
     """One model evaluation of Algorithm 2: the step it belongs to and the noise levels it needs."""
@@ -48,11 +48,12 @@ class _Evaluation(NamedTuple):
     sigma_hat: float  # σ̂_i
     sigma_next: float  # σ_{i+1}
     finishes_step: bool  # whether this evaluation completes x_{i+1}
-    churn_scale: float  # √(σ̂_{i+1}² − σ_{i+1}²) · S_noise, the noise added to x_{i+1}; 0 when γ_{i+1} = 0 or i = N-1
+    next_churn_scale: float  # √(σ̂_{i+1}² − σ_{i+1}²) · S_noise, added to x_{i+1}; 0 when γ_{i+1} = 0 or i = N-1
     draws_noise: bool  # whether a noise tensor is drawn when this evaluation completes x_{i+1}
+    next_rescale: float = 1.0  # s(t) = 1: x_{i+1} is never rescaled
 
 
-class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
+class EDMHeunScheduler(EDMSchedulerBase):
     """
     EDM's sampler (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
     Algorithm 2): Heun's 2nd-order method on the probability-flow ODE with σ(t) = t and s(t) = 1, the ρ-schedule of
@@ -87,7 +88,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
     """
 
     _compatibles = ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"]
-    order = 2
+    _output_class = EDMHeunSchedulerOutput
 
     @register_to_config
     def __init__(
@@ -106,14 +107,11 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
     ) -> None:
         _check_config(sigma_min, sigma_max, sigma_data, rho, s_churn, s_tmin, s_tmax, s_noise)
-        _check_choice("solver", solver, SOLVERS)
-        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("solver", solver, SOLVERS)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if timestep_type is not None:
-            _check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
-        self.order = 2 if solver == "heun" else 1
-        self._official_noise_stream = False
-        self.set_timesteps(num_train_timesteps)
-        self.num_inference_steps = None
+            check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
+        self._start_schedule(num_train_timesteps)
 
     @classmethod
     def from_config(cls, config: dict | None = None, return_unused_kwargs: bool = False, **kwargs):
@@ -131,39 +129,17 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             return self.config.timestep_type
         return "sigma" if self.config.prediction_type == "sample" else "c_noise"
 
-    @property
-    def init_noise_sigma(self) -> float:
+    init_noise_sigma = documented(
+        EDMSchedulerBase.init_noise_sigma,
         """Standard deviation of the initial sample x̂_0: √(σ_0² + S_noise² (σ̂_0² − σ_0²)), i.e. σ_max without churn.
 
         Algorithm 2 draws x_0 ~ N(0, σ_0² I) and churns it to σ̂_0 with noise of scale S_noise; both are Gaussian, so
         one draw at this standard deviation is the same distribution.
-        """
-        return self._init_noise_sigma
+        """,
+    )
 
-    @property
-    def step_index(self) -> int | None:
-        """Index of the current model evaluation in `timesteps`; increases by one after each `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        """Index of the first evaluation, set by pipelines with `set_begin_index` (e.g. image-to-image)."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        """Sets the index of the first evaluation; call it before the loop to start part-way through the schedule."""
-        self._begin_index = begin_index
-
-    def set_timesteps(
-        self,
-        num_inference_steps: int | None = None,
-        device: str | torch.device | None = None,
-        sigmas: list[float] | torch.Tensor | None = None,
-        net_sigma_min: float = 0.0,
-        net_sigma_max: float = math.inf,
-        round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        official_noise_stream: bool = False,
-    ) -> None:
+    set_timesteps = documented(
+        EDMSchedulerBase.set_timesteps,
         """
         Builds the noise levels of an N-step run (call before the sampling loop).
 
@@ -183,17 +159,13 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
                 does, so per-image generators seeded like it reproduce its images: one float64 normal per step (also
                 where γ_i = 0), with step 0's churn added by `add_initial_churn` instead of being folded into
                 `init_noise_sigma` (which is then σ_0). [`EDMPipeline`] uses this mode.
-        """
-        if sigmas is not None:
-            step_sigmas = _check_custom_sigmas(sigmas)
-            if num_inference_steps is not None and num_inference_steps != len(step_sigmas):
-                raise ValueError(
-                    f"num_inference_steps={num_inference_steps} disagrees with the {len(step_sigmas)} custom sigmas;"
-                    " pass only one of them."
-                )
-        else:
-            if num_inference_steps is None or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
-                raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        """,
+    )
+
+    def _schedule(self, net_sigma_min: float, net_sigma_max: float) -> Callable[[int], torch.Tensor]:
+        """The ρ-schedule (Eq. 5) of the configured range clamped to the network's, as the official sampler does."""
+
+        def rho_schedule(num_steps: int) -> torch.Tensor:
             config = self.config
             sigma_min, sigma_max = max(config.sigma_min, net_sigma_min), min(config.sigma_max, net_sigma_max)
             if not sigma_min < sigma_max:
@@ -201,28 +173,23 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
                     f"The schedule range [{config.sigma_min}, {config.sigma_max}] does not overlap the network's"
                     f" supported range [{net_sigma_min}, {net_sigma_max}]."
                 )
-            step_sigmas = karras_sigmas(int(num_inference_steps), sigma_min, sigma_max, config.rho)
-        round_sigma = round_sigma or (lambda sigma: sigma)
-        self.num_inference_steps = len(step_sigmas)
-        self._official_noise_stream = official_noise_stream
-        self._build_evaluations(round_sigma(step_sigmas), round_sigma)
-        eval_sigmas = self.sigmas[:-1]
-        if self.resolved_timestep_type == "sigma":
-            timesteps = eval_sigmas
-        else:
-            timesteps = edm_preconditioning(eval_sigmas, self.config.sigma_data).c_noise.to(torch.float32)
-        if device is not None and torch.device(device).type == "mps":
-            timesteps = timesteps.to(torch.float32)  # MPS has no float64
-        self.timesteps = timesteps.to(device)
-        self._step_index = None
-        self._begin_index = None
-        self._corrector_state: tuple[torch.Tensor, torch.Tensor] | None = None
+            return karras_sigmas(num_steps, sigma_min, sigma_max, config.rho)
 
-    def _build_evaluations(self, step_sigmas: torch.Tensor, round_sigma: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Lays out the model evaluations of Algorithm 2 for the float64 step levels σ_0 … σ_{N-1}."""
+        return rho_schedule
+
+    def _timesteps_for(self, levels: torch.Tensor) -> torch.Tensor:
+        """The evaluation levels σ, or c_noise(σ) = ¼ ln σ in float32 for `timestep_type="c_noise"`."""
+        if self.resolved_timestep_type == "sigma":
+            return levels
+        return edm_preconditioning(levels, self.config.sigma_data).c_noise.to(torch.float32)
+
+    def _build_evaluations(
+        self, step_sigmas: torch.Tensor, round_sigma: TensorFunction, official_noise_stream: bool
+    ) -> None:
+        """Lays out the model evaluations of Algorithm 2 for the float64 step levels σ_0 … σ_{N-1} (rounded first)."""
         config = self.config
-        s_tmax = math.inf if config.s_tmax is None else config.s_tmax
-        gammas = churn_gammas(step_sigmas, config.s_churn, config.s_tmin, s_tmax)
+        step_sigmas = round_sigma(step_sigmas)
+        gammas = self._churn_gammas(step_sigmas)
         # σ̂_i = round_sigma(σ_i + γ_i σ_i), the same arithmetic as the official sampler.
         sigma_hat = round_sigma(step_sigmas + gammas * step_sigmas).tolist()
         gammas, sigma = gammas.tolist(), step_sigmas.tolist() + [0.0]
@@ -234,7 +201,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         for i in range(num_steps):
             last = i == num_steps - 1
             single = last or config.solver == "euler"
-            draws = churn[i + 1] > 0 or (self._official_noise_stream and not last)
+            draws = churn[i + 1] > 0 or (official_noise_stream and not last)
             evaluations.append(
                 _Evaluation(i, False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
             )
@@ -242,10 +209,9 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
                 evaluations.append(
                     _Evaluation(i, True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
                 )
-        self._evaluations = evaluations
-        self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)
-        self._initial_churn_scale = churn[0]
-        if self._official_noise_stream or gammas[0] == 0:
+        self._store_evaluations(evaluations)
+        self._initial_rescale, self._initial_churn_scale = 1.0, churn[0]
+        if official_noise_stream or gammas[0] == 0:
             self._init_noise_sigma = sigma[0]
         else:
             self._init_noise_sigma = math.sqrt(sigma[0] ** 2 + churn[0] ** 2)
@@ -260,18 +226,8 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         Heun scheduler does, so a run started part-way never skips a level."""
         if schedule_timesteps is None:
             schedule_timesteps = self.timesteps
-        if isinstance(timestep, torch.Tensor):
-            timestep = timestep.to(schedule_timesteps.device, schedule_timesteps.dtype)
-        indices = (schedule_timesteps == timestep).nonzero()
-        if len(indices) == 0:
-            raise ValueError(
-                f"timestep {timestep!r} is not one of the scheduler's timesteps; pass the values of"
-                " `scheduler.timesteps` in order (after `set_timesteps`)."
-            )
-        return indices[1 if len(indices) > 1 else 0].item()
-
-    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
-        self._step_index = self.index_for_timestep(timestep) if self._begin_index is None else self._begin_index
+        positions = self._timestep_positions(timestep, schedule_timesteps, "one of the scheduler's timesteps")
+        return positions[1 if len(positions) > 1 else 0]
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -288,14 +244,8 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             return sample
         return sample * self._c_in[self._step_index]
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        timestep: float | torch.Tensor,
-        sample: torch.Tensor,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        return_dict: bool = True,
-    ) -> EDMHeunSchedulerOutput | tuple:
+    step = documented(
+        EDMSchedulerBase.step,
         """
         Advances Algorithm 2 by one model evaluation.
 
@@ -315,15 +265,13 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         Returns:
             [`EDMHeunSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)`; the arithmetic is done in
             the dtype of `sample`.
-        """
-        if self._step_index is None:
-            self._init_step_index(timestep)
-        if self._step_index >= len(self._evaluations):
-            raise ValueError(
-                f"step() was called {self._step_index + 1} times but the schedule has only {len(self._evaluations)}"
-                " evaluations; call set_timesteps() before starting a new run."
-            )
-        evaluation = self._evaluations[self._step_index]
+        """,
+    )
+
+    def _solver_step(
+        self, evaluation: _Evaluation, model_output: torch.Tensor, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Euler step to σ_{i+1} at σ̂_i (Algorithm 2, line 8) or the trapezoidal correction (line 11)."""
         denoised = self._denoised(model_output, sample)
         if not evaluation.is_correction:
             derivative = (sample - denoised) / evaluation.sigma_hat
@@ -337,36 +285,16 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             prev_sample = sample_hat + (evaluation.sigma_next - evaluation.sigma_hat) * (
                 0.5 * derivative + 0.5 * derivative_next
             )
-        if evaluation.draws_noise:
-            noise = self._churn_noise(prev_sample, generator)
-            if evaluation.churn_scale > 0:
-                prev_sample = prev_sample + evaluation.churn_scale * noise
-        self._step_index += 1
-        if not return_dict:
-            return prev_sample, denoised
-        return EDMHeunSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
+        return prev_sample, denoised
 
-    def add_initial_churn(
-        self, sample: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
-    ) -> torch.Tensor:
+    add_initial_churn = documented(
+        EDMSchedulerBase.add_initial_churn,
         """
         Churns the initial sample x_0 = σ_0 n into x̂_0 (Algorithm 2, lines 5–6 of step 0) when the official noise
         stream is in use (`set_timesteps(..., official_noise_stream=True)`); otherwise step 0's churn is already part
         of `init_noise_sigma` and the sample is returned unchanged. Call it once, before the first evaluation.
-        """
-        if not self._official_noise_stream:
-            return sample
-        noise = self._churn_noise(sample, generator)
-        if self._initial_churn_scale > 0:
-            sample = sample + self._initial_churn_scale * noise
-        return sample
-
-    def _churn_noise(
-        self, like: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
-    ) -> torch.Tensor:
-        """ε ~ N(0, I) shaped like the sample; the official stream draws it in float64, one tensor per image."""
-        dtype = torch.float64 if self._official_noise_stream else like.dtype
-        return randn_tensor(like.shape, generator=generator, device=like.device, dtype=dtype).to(like.dtype)
+        """,
+    )
 
     def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """D(x̂; σ) in the sample's dtype: the model output itself, or c_skip x̂ + c_out F for raw networks (Eq. 7)."""
@@ -400,14 +328,6 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("sigmas must be >= 0 (noise standard deviations).")
         return original_samples + noise * sigmas
 
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, allowed))}.")
-
 
 def _check_config(
     sigma_min: float,
@@ -419,35 +339,11 @@ def _check_config(
     s_tmax: float | None,
     s_noise: float,
 ) -> None:
-    if not sigma_min > 0:
-        raise ValueError(f"sigma_min must be > 0, got {sigma_min}.")
-    if not sigma_max > sigma_min:
-        raise ValueError(f"sigma_max must be larger than sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}.")
+    """Validates the numeric settings of [`EDMHeunScheduler`]."""
+    check_positive("sigma_min", sigma_min)
+    check_sigma_order(sigma_min, sigma_max)
     if not math.isfinite(sigma_max):
         raise ValueError(f"sigma_max must be finite, got {sigma_max}.")
-    if not sigma_data > 0:
-        raise ValueError(f"sigma_data must be > 0, got {sigma_data}.")
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got {rho}.")
-    if not s_churn >= 0:
-        raise ValueError(f"s_churn must be >= 0 (0 disables churn), got {s_churn}.")
-    if not s_tmin >= 0:
-        raise ValueError(f"s_tmin must be >= 0, got {s_tmin}.")
-    if s_tmax is not None and not s_tmax >= s_tmin:
-        raise ValueError(f"s_tmax must be >= s_tmin or None (meaning infinity), got s_tmin={s_tmin}, s_tmax={s_tmax}.")
-    if not s_noise > 0:
-        raise ValueError(f"s_noise must be > 0, got {s_noise}.")
-
-
-def _check_custom_sigmas(sigmas: list[float] | torch.Tensor) -> torch.Tensor:
-    """Validates user noise levels and returns σ_0 … σ_{N-1} as float64 (a trailing 0 is dropped)."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
-    if sigmas.ndim != 1 or len(sigmas) == 0:
-        raise ValueError(f"sigmas must be a non-empty 1-D list of noise levels, got shape {tuple(sigmas.shape)}.")
-    if len(sigmas) > 1 and sigmas[-1] == 0:
-        sigmas = sigmas[:-1]
-    if not bool(torch.isfinite(sigmas).all()) or not bool((sigmas > 0).all()):
-        raise ValueError(f"sigmas must be finite and > 0 (a final 0 may be appended), got {sigmas.tolist()}.")
-    if not bool((sigmas[1:] < sigmas[:-1]).all()):
-        raise ValueError(f"sigmas must be strictly decreasing (σ_0 > σ_1 > …), got {sigmas.tolist()}.")
-    return sigmas
+    check_positive("sigma_data", sigma_data)
+    check_positive("rho", rho)
+    check_churn(s_churn, s_tmin, s_tmax, s_noise)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .data import DIGITS_DEFAULT_RESOLUTION
 
+ARCHITECTURES = ("ddpmpp", "ncsnpp", "adm", "unet_2d")
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -89,12 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model_config", default=None,
                        help="JSON file with the EDMPreconditionedUNet2DModel configuration; overrides the "
                             "architecture flags below.")
-    model.add_argument("--model_channels", type=int, default=32, help="Channels of the first level.")
-    model.add_argument("--channel_mult", type=_int_list, default=[1, 2, 2],
-                       help="Per-level channel multipliers (comma-separated); one downsampling between levels.")
-    model.add_argument("--layers_per_block", type=int, default=1, help="Residual blocks per level.")
-    model.add_argument("--attn_resolutions", type=_int_list, default=[4],
-                       help="Resolutions (pixels) whose levels use self-attention (comma-separated).")
+    model.add_argument("--arch", choices=ARCHITECTURES, default="ddpmpp",
+                       help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), or "
+                            "diffusers' UNet2DModel ('unet_2d').")
+    model.add_argument("--model_channels", type=int, default=40, help="Channels of the first level.")
+    model.add_argument("--channel_mult", type=_int_list, default=[1, 2],
+                       help="Per-level channel multipliers (comma-separated); one downsampling between levels "
+                            "(paper CIFAR-10: 2,2,2).")
+    model.add_argument("--layers_per_block", type=int, default=1,
+                       help="Residual blocks per level (paper: 4 for DDPM++/NCSN++, 3 for ADM).")
+    model.add_argument("--attn_resolutions", type=_int_list, default=[],
+                       help="Resolutions (pixels) whose levels use self-attention, comma-separated (paper CIFAR-10: "
+                            "16); the Song U-Net always attends at its lowest resolution.")
     model.add_argument("--dropout", type=float, default=0.1, help="Dropout probability in the residual blocks.")
     model.add_argument("--sigma_data", type=float, default=0.5, help="σ_data of the preconditioning and loss.")
 
@@ -113,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--train_batch_size", type=int, default=64, help="Images per device per forward pass.")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="Forward passes per optimizer step; the batch is train_batch_size x processes x this.")
-    optim.add_argument("--duration_kimg", type=float, default=320.0,
+    optim.add_argument("--duration_kimg", type=float, default=200.0,
                        help="Training length in thousands of images (paper CIFAR-10: 200000).")
     optim.add_argument("--max_train_steps", type=int, default=None,
                        help="Stop after this many optimizer steps (whichever of this and --duration_kimg comes first).")

@@ -35,6 +35,14 @@ from .model_card import SECRET_KEYS, write_model_card
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+NATIVE_ARCHITECTURES = {
+    "ddpmpp": ("song_unet", dict(embedding_type="positional", encoder_type="standard", decoder_type="standard",
+                                 channel_mult_noise=1, resample_filter=[1, 1])),
+    "ncsnpp": ("song_unet", dict(embedding_type="fourier", encoder_type="residual", decoder_type="standard",
+                                 channel_mult_noise=2, resample_filter=[1, 3, 3, 1])),
+    "adm": ("dhariwal_unet", {}),
+}
+"""train.py's --arch settings of the paper's backbones (spec: DDPM++, NCSN++ and ADM configurations)."""
 SIGMA_BUCKETS = (0.0, 0.05, 0.2, 0.8, 3.0, math.inf)
 """Edges of the σ ranges whose losses are logged separately (the training σ has its median at 0.3)."""
 
@@ -82,7 +90,7 @@ class StreamBatchSampler(torch.utils.data.Sampler):
 
 
 def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int) -> EDMPreconditionedUNet2DModel:
-    """The denoiser for the dataset: from --model_config, or a UNet2DModel backbone from the architecture flags."""
+    """The denoiser for the dataset: from --model_config, or the --arch backbone from the architecture flags."""
     if args.model_config:
         config = EDMPreconditionedUNet2DModel.load_config(args.model_config)
         model = EDMPreconditionedUNet2DModel.from_config(config)
@@ -97,15 +105,21 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
     if dataset.resolution % 2 ** (len(channels) - 1):
         raise ValueError(f"--resolution {dataset.resolution} must be divisible by 2^{len(channels) - 1} for "
                          f"{len(channels)} levels (--channel_mult {args.channel_mult}).")
+    common = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
+                  out_channels=dataset.num_channels, sigma_data=args.sigma_data,
+                  num_class_labels=dataset.num_classes, augment_dim=augment_dim)
+    if args.arch != "unet_2d":
+        backbone_config = dict(model_channels=args.model_channels, channel_mult=list(args.channel_mult),
+                               num_blocks=args.layers_per_block, attn_resolutions=list(args.attn_resolutions),
+                               dropout=args.dropout, **NATIVE_ARCHITECTURES[args.arch][1])
+        return EDMPreconditionedUNet2DModel(backbone_type=NATIVE_ARCHITECTURES[args.arch][0],
+                                            backbone_config=backbone_config, **common)
     attention = [res in args.attn_resolutions for res in resolutions]
     groups = 32
     while groups > 1 and any(c % groups or c // groups < 4 for c in channels):
         groups //= 2
     head_dim = math.gcd(*channels, 32)
     return EDMPreconditionedUNet2DModel(
-        sample_size=dataset.resolution,
-        in_channels=dataset.num_channels,
-        out_channels=dataset.num_channels,
         block_out_channels=channels,
         down_block_types=["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         up_block_types=["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
@@ -113,9 +127,7 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
         norm_num_groups=groups,
         attention_head_dim=head_dim,
         dropout=args.dropout,
-        sigma_data=args.sigma_data,
-        num_class_labels=dataset.num_classes,
-        augment_dim=augment_dim,
+        **common,
     )
 
 

@@ -82,14 +82,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
 
 
-def pipeline_samples(folder: str, per_class: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pipeline_samples(folder: str, per_class: int, steps: int, first_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     pipe = EDMPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     labels = torch.arange(10).repeat_interleave(per_class)
     chunks = []
     for start in range(0, len(labels), 250):
         chunk = labels[start:start + 250]
-        chunks.append(pipe(seeds=list(range(start, start + len(chunk))), class_labels=chunk.tolist(),
+        seeds = list(range(first_seed + start, first_seed + start + len(chunk)))
+        chunks.append(pipe(seeds=seeds, class_labels=chunk.tolist(),
                            num_inference_steps=steps, output_type="pt").images * 2 - 1)
     return torch.cat(chunks), labels
 
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--num_inference_steps", type=int, default=18)
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed, first_seed + 1, ... (pipeline)")
     parser.add_argument("--output", help="write the numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -115,7 +117,8 @@ def main() -> None:
     held_features, held_predictions = features_and_predictions(classifier, images[held_out])
 
     if args.pipeline:
-        samples, sample_labels = pipeline_samples(args.pipeline, args.per_class, args.num_inference_steps)
+        samples, sample_labels = pipeline_samples(args.pipeline, args.per_class, args.num_inference_steps,
+                                                  args.first_seed)
     else:
         data = np.load(args.samples)
         samples, sample_labels = torch.from_numpy(data["images"]).float(), torch.from_numpy(data["labels"]).long()

@@ -6,7 +6,9 @@ plain `pickle.dump` of `dict(ema=..., loss_fn=..., augment_pipe=..., dataset_kwa
 persistent object, pickled as the call `torch_utils.persistence._reconstruct_persistent_obj(meta)` with
 `meta = dict(type="class", version=6, module_src=<source>, class_name=<name>, state=<the module __dict__>)`; the
 encoder/decoder containers are real `torch.nn.ModuleDict`s; tensors are `torch.nn.Parameter`s / tensors pickled by
-torch's own `__reduce_ex__`; `dataset_kwargs` is a `dnnlib.util.EasyDict`.
+torch's own `__reduce_ex__`; `dataset_kwargs` is a `dnnlib.util.EasyDict`. Attributes that the official networks
+compute with numpy (SongUNet's `skip_scale = sqrt(0.5)`) are numpy float64 scalars, as in snapshots the official
+training loop writes.
 
 The module tree (names, nesting, parameters, buffers) is taken from the native backbones, whose module names equal
 the official ones.
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -138,6 +141,8 @@ def network_tree(module: nn.Module, weights: dict[str, torch.Tensor], prefix: st
                for name, value in module._buffers.items()}
     attributes = {name: value for name, value in vars(module).items()
                   if name in LAYER_ATTRIBUTES and isinstance(value, (int, float, bool))}
+    if attributes.get("skip_scale", 1) != 1:  # official: skip_scale=np.sqrt(0.5), a numpy scalar in the pickle
+        attributes["skip_scale"] = np.float64(attributes["skip_scale"])
     kwargs = init_kwargs if init_kwargs is not None else attributes
     return PersistentObject(OFFICIAL_CLASS_NAMES[type(module)],
                             module_state(parameters, buffers, children, attributes, kwargs), module_src)

@@ -26,6 +26,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -34,6 +35,7 @@ from safetensors.torch import load_file
 from diffusers_edm import EDMPipeline
 from diffusers_edm.conversion.edm_snapshot import read_edm_snapshot
 from diffusers_edm.conversion.preset_selection import select_sampler_preset
+from diffusers_edm.conversion.safe_unpickler import load_snapshot_pickle
 from diffusers_edm.conversion.verify import verify_conversion
 from diffusers_edm.convert_edm_checkpoint import UnsafeCheckpointError, convert_edm_checkpoint, main
 from diffusers_edm.generate import main as generate_main
@@ -310,6 +312,38 @@ def test_embedded_module_source_is_never_executed(song_snapshot, tmp_path):
     path = write_edm_snapshot(tmp_path / "net.pkl", "EDMPrecond", SONG_KWARGS, state_dict, module_src=module_src)
     convert_edm_checkpoint(path, tmp_path / "pipe")
     assert not marker.exists()
+
+
+def test_numpy_scalars_of_official_snapshots_become_python_numbers(song_snapshot):
+    """Official SongUNet snapshots hold numpy float64 scalars (skip_scale = np.sqrt(0.5)); they are read as floats."""
+    path, _ = song_snapshot
+    assert b"multiarray" in path.read_bytes() and b"scalar" in path.read_bytes()
+    snapshot = load_snapshot_pickle(path)
+    encoder = snapshot["ema"].state["_modules"]["model"].state["_modules"]["enc"]
+    skip_scales = [block.state["skip_scale"] for block in encoder.state["_modules"].values()
+                   if "skip_scale" in block.state]
+    assert skip_scales and all(type(value) is float and value == math.sqrt(0.5) for value in skip_scales)
+
+
+def _numpy_scalar_pickle(value: np.generic, module: str) -> bytes:
+    """`pickle.dumps(value)` (protocol 3: text GLOBAL opcodes) with the scalar constructor under `module`."""
+    data = pickle.dumps(value, protocol=3)
+    for written in (b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"):
+        data = data.replace(written, module.encode() + b"\n")
+    return data
+
+
+@pytest.mark.parametrize("module", ["numpy.core.multiarray", "numpy._core.multiarray"])  # numpy 1.x, 2.x writers
+def test_numpy_scalar_records_accept_only_numeric_dtypes(module, tmp_path):
+    path = tmp_path / "scalar.pkl"
+    for value in (np.float32(1.5), np.float64(-0.25), np.int64(7), np.bool_(True)):
+        path.write_bytes(_numpy_scalar_pickle(value, module))
+        loaded = load_snapshot_pickle(path)
+        assert loaded == value.item() and type(loaded) is type(value.item())
+    object_dtype = _numpy_scalar_pickle(np.float64(0.0), module).replace(b"X\x02\x00\x00\x00f8", b"X\x02\x00\x00\x00O8")
+    path.write_bytes(object_dtype)
+    with pytest.raises(UnsafeCheckpointError, match="numeric scalars"):
+        load_snapshot_pickle(path)
 
 
 def test_unknown_torch_utils_global_is_refused(tmp_path):

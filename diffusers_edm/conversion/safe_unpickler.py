@@ -4,9 +4,9 @@
 An official snapshot (`network-snapshot-*.pkl`, `edm-*.pkl`) is a plain `pickle` of a dict. Its networks are
 "persistent" objects: each is pickled as a call `torch_utils.persistence._reconstruct_persistent_obj(meta)` where
 `meta` holds the full source code of the defining module (`module_src`), which a normal `pickle.load` executes. This
-module's unpickler maps that call, `dnnlib.util.EasyDict` and `torch.nn.ModuleDict` to inert records, rebuilds tensors
-with torch's own functions (the storage bytes are read with `torch.load(weights_only=True)`), and refuses every
-other global, so no code from the file ever runs.
+module's unpickler maps that call, `dnnlib.util.EasyDict` and `torch.nn.ModuleDict` to inert records and numpy scalars
+to Python numbers, rebuilds tensors with torch's own functions (the storage bytes are read with
+`torch.load(weights_only=True)`), and refuses every other global, so no code from the file ever runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -141,6 +142,35 @@ def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> to
     return data
 
 
+class NumpyDtypeRecord:
+    """Stand-in for `numpy.dtype` as the pickle rebuilds it (`dtype("f8", False, True)` then BUILD with its state):
+    only plain boolean, integer, float and complex dtypes are accepted, so no object dtype can smuggle a pickled object
+    into [`_numpy_scalar`]."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
+        try:
+            dtype = np.dtype(name) if isinstance(name, str) else None
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind not in "biufc":
+            raise UnsafeCheckpointError(f"a numpy dtype {name!r} was pickled; EDM snapshots only hold numeric scalars.")
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        byte_order = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+        if byte_order not in ("<", ">", "|", "="):
+            raise UnsafeCheckpointError(f"a numpy dtype carries an unexpected state {state!r}.")
+        self.dtype = self.dtype.newbyteorder(byte_order if byte_order != "|" else "=")
+
+
+def _numpy_scalar(dtype: Any, data: Any) -> bool | int | float | complex:
+    """Stand-in for `numpy.core.multiarray.scalar`: the official networks compute some attributes with numpy (e.g.
+    SongUNet's `skip_scale = np.sqrt(0.5)`), so snapshots hold numpy scalars; they are returned as Python numbers."""
+    if not isinstance(dtype, NumpyDtypeRecord) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise UnsafeCheckpointError("a numpy scalar was pickled with something other than a numeric dtype and its bytes.")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
 SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): EasyDictRecord,
@@ -150,6 +180,9 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("collections", "OrderedDict"): OrderedDict,
     ("builtins", "set"): set,
+    ("numpy", "dtype"): NumpyDtypeRecord,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 1.x
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 2.x
 }
 """The only globals an EDM snapshot may reference, each mapped to what the unpickler uses instead."""
 

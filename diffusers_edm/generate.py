@@ -31,6 +31,8 @@ checkpoint converter):
 
 * Scheduler settings: the scheduler config saved with the model, then `--preset` (the official README's settings for
   each dataset, with the paper's σ range 0.002–80, ρ = 7 and Heun solver), then the explicit flags.
+* `--disc`, `--schedule` or `--scaling` switch to the paper's ablation sampler ([`EDMAblationScheduler`]), as they
+  switch the official script to `ablation_sampler`; see [`build_scheduler`].
 * Step count N: `--steps`, else the preset's, else `num_inference_steps` from the model's `sampler_settings.json`
   (written by `diffusers_edm.convert_edm_checkpoint`), else 18 (the official default).
 
@@ -59,6 +61,12 @@ from tqdm.auto import tqdm
 # Absolute imports: the module also runs as a script (`accelerate launch diffusers_edm/generate.py`).
 from diffusers_edm.pipelines.pipeline_edm import EDMPipeline
 from diffusers_edm.sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, read_num_inference_steps
+from diffusers_edm.schedulers.scheduling_edm_ablation import (
+    DISCRETIZATIONS,
+    SCALINGS,
+    SCHEDULES,
+    EDMAblationScheduler,
+)
 from diffusers_edm.schedulers.scheduling_edm_heun import EDMHeunScheduler
 
 DEFAULT_STEPS = 18
@@ -70,6 +78,12 @@ DEFAULT_BATCH = 64
 
 _SCHEDULER_FLAGS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho", "solver")
 """Flags that override the scheduler; each is stored under its `EDMHeunScheduler` config key."""
+
+_ABLATION_FLAGS = ("discretization", "schedule", "scaling")
+"""Flags that select the paper's ablation sampler ([`EDMAblationScheduler`]), as they select `ablation_sampler` in
+the official script."""
+
+_CHURN_KEYS = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 
 _SEED_ITEM = re.compile(r"(\d+)(?:-(\d+))?", re.ASCII)
 
@@ -85,6 +99,7 @@ class GenerationSummary:
         num_inference_steps (`int`): sampler steps N.
         steps_source (`str`): where N came from (`--steps`, the preset, `sampler_settings.json` or the default).
         scheduler_config (`dict`): the config of the scheduler that was used.
+        scheduler_class (`str`): its class name.
         changed_settings (`dict`): the settings that differ from the model's saved scheduler config.
         seconds (`float`): wall-clock time of the generation on this process.
     """
@@ -95,6 +110,7 @@ class GenerationSummary:
     num_inference_steps: int
     steps_source: str
     scheduler_config: dict[str, Any]
+    scheduler_class: str = EDMHeunScheduler.__name__
     changed_settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -104,12 +120,16 @@ class GenerationSummary:
         evaluations = 2 * self.num_inference_steps - 1 if config["solver"] == "heun" else self.num_inference_steps
         s_tmax = "inf" if config["s_tmax"] is None else config["s_tmax"]
         changed = ", ".join(f"{key}={value}" for key, value in self.changed_settings.items()) or "none"
+        sigma_min, sigma_max = (
+            ("the discretization's" if config[key] is None else config[key]) for key in ("sigma_min", "sigma_max")
+        )
+        ablation = "".join(f" {key}={config[key]}," for key in _ABLATION_FLAGS if key in config)
         return (
             f"Wrote {self.num_images} images to {self.outdir} with {self.num_processes} process(es) in"
             f" {self.seconds:.1f} s.\n"
-            f"Sampler: {self.num_inference_steps} steps (from {self.steps_source}; {evaluations} network evaluations"
-            " per image),"
-            f" solver={config['solver']}, sigma_min={config['sigma_min']}, sigma_max={config['sigma_max']},"
+            f"Sampler: {self.scheduler_class}, {self.num_inference_steps} steps (from {self.steps_source};"
+            f" {evaluations} network evaluations per image),{ablation}"
+            f" solver={config['solver']}, sigma_min={sigma_min}, sigma_max={sigma_max},"
             f" rho={config['rho']}, S_churn={config['s_churn']}, S_tmin={config['s_tmin']}, S_tmax={s_tmax},"
             f" S_noise={config['s_noise']}.\n"
             f"Changed from the model's saved scheduler config: {changed}."
@@ -269,6 +289,36 @@ def scheduler_overrides(args: argparse.Namespace, config: Mapping[str, Any]) -> 
     return {key: value for key, value in settings.items() if key not in config or config[key] != value}
 
 
+def build_scheduler(
+    args: argparse.Namespace, config: Mapping[str, Any]
+) -> tuple[EDMHeunScheduler | EDMAblationScheduler, dict[str, Any]]:
+    """
+    The scheduler to sample with, and the settings that differ from the model's saved scheduler config.
+
+    Without `--disc`, `--schedule` or `--scaling`: the saved [`EDMHeunScheduler`] with [`scheduler_overrides`]. With
+    any of them (as the official script then switches to its ablation sampler): an [`EDMAblationScheduler`] with
+    those flags (defaults edm / linear / none), `--solver` (default heun), and `--sigma_min`, `--sigma_max`, `--rho`
+    only when given (otherwise the discretization's own σ range, as the official script); the churn settings are
+    layered as for the Heun scheduler (saved config, `--preset`, flags).
+
+    Args:
+        args (`argparse.Namespace`): parsed arguments of [`build_parser`].
+        config (`Mapping[str, Any]`): the model's saved scheduler config.
+
+    Raises:
+        ValueError: invalid settings (the schedulers' own messages).
+    """
+    overrides = scheduler_overrides(args, config)
+    if all(getattr(args, key) is None for key in _ABLATION_FLAGS):
+        return EDMHeunScheduler.from_config(config, **overrides), overrides
+    churn = {key: overrides.get(key, config.get(key)) for key in _CHURN_KEYS if key in overrides or key in config}
+    explicit = {key: getattr(args, key) for key in (*_ABLATION_FLAGS, "solver", "sigma_min", "sigma_max", "rho")
+                if getattr(args, key) is not None}
+    changed = {"scheduler": EDMAblationScheduler.__name__, **explicit,
+               **{key: value for key, value in overrides.items() if key in _CHURN_KEYS}}
+    return EDMAblationScheduler(**churn, **explicit), changed
+
+
 def check_class_label(class_label: int | None, num_class_labels: int) -> None:
     """Raises a `ValueError` when `--class` is given for an unconditional model or lies outside [0, num_classes)."""
     if class_label is None:
@@ -343,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--sigma_max", type=float, default=None, help="largest step noise level")
     sampler.add_argument("--rho", type=float, default=None, help="exponent of the time-step schedule (Eq. 5)")
     sampler.add_argument("--solver", choices=["euler", "heun"], default=None, help="ODE solver")
+    ablation = parser.add_argument_group(
+        "ablation sampler (Table 1, Fig. 2-4; any of these switches to EDMAblationScheduler, as in the official script)"
+    )
+    ablation.add_argument("--disc", dest="discretization", choices=DISCRETIZATIONS, default=None,
+                          help="time step discretization {t_i} (default with the ablation sampler: edm)")
+    ablation.add_argument("--schedule", choices=SCHEDULES, default=None,
+                          help="noise schedule σ(t) (default with the ablation sampler: linear)")
+    ablation.add_argument("--scaling", choices=SCALINGS, default=None,
+                          help="signal scaling s(t) (default with the ablation sampler: none)")
     parser.add_argument("--device", type=_device_argument, default=None,
                         help="torch device (default: the process's accelerator, else the CPU); the seeds' generators"
                         " live on it, so CPU and CUDA give different images")
@@ -412,8 +471,7 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     saved_config = dict(pipe.scheduler.config)
     try:
         saved_steps = None if settings_file is None else read_num_inference_steps(settings_file)
-        overrides = scheduler_overrides(args, saved_config)
-        pipe.scheduler = EDMHeunScheduler.from_config(saved_config, **overrides)
+        pipe.scheduler, overrides = build_scheduler(args, saved_config)
         check_class_label(args.class_label, pipe.unet.config.num_class_labels)
     except ValueError as error:
         parser.error(str(error))
@@ -439,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
         num_inference_steps=steps,
         steps_source=steps_source,
         scheduler_config=dict(pipe.scheduler.config),
+        scheduler_class=type(pipe.scheduler).__name__,
         changed_settings=overrides,
         seconds=time.perf_counter() - start,
     )

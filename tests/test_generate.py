@@ -13,9 +13,10 @@ import PIL.Image
 import pytest
 import torch
 
-from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
+from diffusers_edm import EDMAblationScheduler, EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
 from diffusers_edm.generate import (
     build_parser,
+    build_scheduler,
     image_path,
     main,
     parse_seeds,
@@ -218,6 +219,49 @@ def test_presets_and_flags_land_in_the_scheduler_used_for_sampling(cond_model, t
     written = np.asarray(PIL.Image.open(outdir / "000004.png"))
     assert np.array_equal(written, np.asarray(expected))
     assert not np.array_equal(written, np.asarray(deterministic))  # the churn was really applied
+
+
+def test_ablation_flags_switch_to_the_ablation_scheduler_like_the_official_script():
+    saved = dict(EDMHeunScheduler(**{**SAVED_SCHEDULER, "s_churn": 40, "s_tmin": 0.05, "s_tmax": 50,
+                                     "s_noise": 1.003}).config)
+    scheduler, changed = build_scheduler(parse("--solver", "euler"), saved)
+    assert type(scheduler) is EDMHeunScheduler and changed == {"solver": "euler"}
+
+    scheduler, changed = build_scheduler(parse("--disc", "vp", "--churn", "5"), saved)
+    assert type(scheduler) is EDMAblationScheduler
+    config = scheduler.config
+    assert (config.discretization, config.schedule, config.scaling, config.solver) == ("vp", "linear", "none", "heun")
+    # The σ range and ρ are the discretization's own unless given (not the saved 60 / 5); churn is layered as usual.
+    assert (config.sigma_min, config.sigma_max, config.rho) == (None, None, 7.0)
+    assert (config.s_churn, config.s_tmin, config.s_tmax, config.s_noise) == (5.0, 0.05, 50.0, 1.003)
+    assert changed == {"scheduler": "EDMAblationScheduler", "discretization": "vp", "s_churn": 5.0}
+
+    scheduler, _ = build_scheduler(parse("--schedule", "ve", "--scaling", "vp", "--sigma_max", "70", "--rho", "3",
+                                         "--solver", "euler", "--preset", "cifar10"), saved)
+    config = scheduler.config
+    assert (config.discretization, config.schedule, config.scaling, config.solver) == ("edm", "ve", "vp", "euler")
+    assert (config.sigma_min, config.sigma_max, config.rho, config.s_churn) == (None, 70.0, 3.0, 0.0)
+
+    with pytest.raises(SystemExit):
+        parse("--disc", "karras")
+
+
+def test_ablation_flags_generate_the_ablation_schedulers_images(uncond_model, tmp_path, capsys):
+    flags = ("--disc", "vp", "--schedule", "vp", "--scaling", "vp", "--S_churn", "10", "--S_noise", "1.003")
+    summary = generate(uncond_model, tmp_path, "--seeds", "2,9", "--steps", "4", *flags)
+    assert summary.scheduler_class == "EDMAblationScheduler"
+    assert "EDMAblationScheduler, 4 steps" in capsys.readouterr().out
+
+    pipe = EDMPipeline.from_pretrained(uncond_model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EDMAblationScheduler(discretization="vp", schedule="vp", scaling="vp", s_churn=10.0,
+                                          s_noise=1.003)
+    expected = pipe(seeds=[2, 9], num_inference_steps=4).images
+    heun = reference_image(uncond_model, 9, 4, s_churn=10.0, s_noise=1.003)
+    for seed, image in zip((2, 9), expected):
+        written = np.asarray(PIL.Image.open(image_path(tmp_path, seed)))
+        assert np.array_equal(written, np.asarray(image))
+    assert not np.array_equal(np.asarray(PIL.Image.open(image_path(tmp_path, 9))), np.asarray(heun))
 
 
 def with_sampler_settings(model, folder, settings_text):

@@ -290,12 +290,13 @@ def scheduler_overrides(args: argparse.Namespace, config: Mapping[str, Any]) -> 
 
 
 def build_scheduler(
-    args: argparse.Namespace, config: Mapping[str, Any]
+    args: argparse.Namespace, config: Mapping[str, Any], saved_class: type = EDMHeunScheduler
 ) -> tuple[EDMHeunScheduler | EDMAblationScheduler, dict[str, Any]]:
     """
     The scheduler to sample with, and the settings that differ from the model's saved scheduler config.
 
-    Without `--disc`, `--schedule` or `--scaling`: the saved [`EDMHeunScheduler`] with [`scheduler_overrides`]. With
+    Without `--disc`, `--schedule` or `--scaling`: the saved scheduler (an [`EDMAblationScheduler`] stays one, anything
+    else becomes an [`EDMHeunScheduler`]) with [`scheduler_overrides`]. With
     any of them (as the official script then switches to its ablation sampler): an [`EDMAblationScheduler`] with
     those flags (defaults edm / linear / none), `--solver` (default heun), and `--sigma_min`, `--sigma_max`, `--rho`
     only when given (otherwise the discretization's own σ range, as the official script); the churn settings are
@@ -304,13 +305,15 @@ def build_scheduler(
     Args:
         args (`argparse.Namespace`): parsed arguments of [`build_parser`].
         config (`Mapping[str, Any]`): the model's saved scheduler config.
+        saved_class (`type`, defaults to [`EDMHeunScheduler`]): the class of the model's saved scheduler.
 
     Raises:
         ValueError: invalid settings (the schedulers' own messages).
     """
     overrides = scheduler_overrides(args, config)
     if all(getattr(args, key) is None for key in _ABLATION_FLAGS):
-        return EDMHeunScheduler.from_config(config, **overrides), overrides
+        scheduler_class = EDMAblationScheduler if issubclass(saved_class, EDMAblationScheduler) else EDMHeunScheduler
+        return scheduler_class.from_config(config, **overrides), overrides
     churn = {key: overrides.get(key, config.get(key)) for key in _CHURN_KEYS if key in overrides or key in config}
     explicit = {key: getattr(args, key) for key in (*_ABLATION_FLAGS, "solver", "sigma_min", "sigma_max", "rho")
                 if getattr(args, key) is not None}
@@ -471,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     saved_config = dict(pipe.scheduler.config)
     try:
         saved_steps = None if settings_file is None else read_num_inference_steps(settings_file)
-        pipe.scheduler, overrides = build_scheduler(args, saved_config)
+        pipe.scheduler, overrides = build_scheduler(args, saved_config, type(pipe.scheduler))
         check_class_label(args.class_label, pipe.unet.config.num_class_labels)
     except ValueError as error:
         parser.error(str(error))

@@ -245,6 +245,12 @@ def test_ablation_flags_switch_to_the_ablation_scheduler_like_the_official_scrip
     with pytest.raises(SystemExit):
         parse("--disc", "karras")
 
+    # A model saved with an ablation scheduler keeps it; the usual flags still apply.
+    saved_ablation = dict(EDMAblationScheduler(discretization="ve", schedule="ve").config)
+    scheduler, changed = build_scheduler(parse("--rho", "4"), saved_ablation, EDMAblationScheduler)
+    assert type(scheduler) is EDMAblationScheduler and changed == {"rho": 4.0}
+    assert (scheduler.config.discretization, scheduler.config.schedule) == ("ve", "ve")
+
 
 def test_ablation_flags_generate_the_ablation_schedulers_images(uncond_model, tmp_path, capsys):
     flags = ("--disc", "vp", "--schedule", "vp", "--scaling", "vp", "--S_churn", "10", "--S_noise", "1.003")

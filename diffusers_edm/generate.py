@@ -296,11 +296,11 @@ def build_scheduler(
     The scheduler to sample with, and the settings that differ from the model's saved scheduler config.
 
     Without `--disc`, `--schedule` or `--scaling`: the saved scheduler (an [`EDMAblationScheduler`] stays one, anything
-    else becomes an [`EDMHeunScheduler`]) with [`scheduler_overrides`]. With
-    any of them (as the official script then switches to its ablation sampler): an [`EDMAblationScheduler`] with
-    those flags (defaults edm / linear / none), `--solver` (default heun), and `--sigma_min`, `--sigma_max`, `--rho`
-    only when given (otherwise the discretization's own σ range, as the official script); the churn settings are
-    layered as for the Heun scheduler (saved config, `--preset`, flags).
+    else becomes an [`EDMHeunScheduler`]) with [`scheduler_overrides`]. With any of them (as the official script then
+    switches to its ablation sampler): a new [`EDMAblationScheduler`] with those flags (defaults edm / linear / none),
+    `--solver` (default heun), and `--sigma_min`, `--sigma_max`, `--rho` only when given (otherwise the
+    discretization's own σ range, as the official script); the churn settings are layered as for the Heun scheduler
+    (saved config, `--preset`, flags).
 
     Args:
         args (`argparse.Namespace`): parsed arguments of [`build_parser`].

@@ -45,6 +45,10 @@ def edm_preconditioning(sigma: torch.Tensor, sigma_data: float = 0.5) -> Precond
 
 # --- VP noise schedule (Song et al. 2021, as parametrised in Table 1 of EDM) -----------------------------------------
 
+VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
+"""β_d and β_min of the paper's VP schedule: the VP preconditioning's defaults and the range of the ablation
+sampler's "vp" discretisation."""
+
 
 def vp_sigma(t: torch.Tensor, beta_d: float, beta_min: float) -> torch.Tensor:
     """σ(t) of the variance-preserving schedule (Table 1, "VP"): σ(t) = √(exp(½ β_d t² + β_min t) − 1).
@@ -54,7 +58,8 @@ def vp_sigma(t: torch.Tensor, beta_d: float, beta_min: float) -> torch.Tensor:
 
     Args:
         t (`torch.Tensor`): diffusion times t ∈ (0, 1], any shape.
-        beta_d (`float`), beta_min (`float`): the schedule's β_d and β_min (19.9 and 0.1 in the paper).
+        beta_d (`float`), beta_min (`float`): the schedule's β_d and β_min ([`VP_BETA_D`], [`VP_BETA_MIN`] in the
+            paper).
     """
     t = torch.as_tensor(t)
     return ((0.5 * beta_d * t**2 + beta_min * t).exp() - 1).sqrt()
@@ -181,7 +186,9 @@ class VPPreconditioning(Preconditioning):
 
     name = "vp"
 
-    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5) -> None:
+    def __init__(
+        self, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN, M: int = 1000, epsilon_t: float = 1e-5
+    ) -> None:
         _check_positive(beta_d=beta_d)
         if not beta_min >= 0:
             raise ValueError(f"beta_min must be >= 0, got {beta_min}.")

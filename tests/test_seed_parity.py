@@ -7,7 +7,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from diffusers_edm import EDMHeunScheduler, EDMPipeline
+from diffusers_edm import EDMAblationScheduler, EDMHeunScheduler, EDMPipeline
 
 from .helpers import conformance, mixture_denoiser
 
@@ -101,8 +101,6 @@ def test_seeds_and_generator_are_exclusive():
 
 @pytest.mark.parametrize("variant,tau", [("ideal", 0.0), ("gmm", 0.1)])
 def test_seeds_reproduce_generate_py_with_the_ablation_sampler(variant, tau):
-    from diffusers_edm.schedulers.scheduling_edm_ablation import EDMAblationScheduler
-
     meta, tensors = conformance("03_sampler_stochastic")
     tag = "cond.ablation_heun_edm_linear_none_N10_netedm_S_churn40"
     kwargs = next(r for r in meta["runs"] if r["tag"] == tag)["kwargs"]

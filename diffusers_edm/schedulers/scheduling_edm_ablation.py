@@ -13,7 +13,14 @@ import torch
 from diffusers.configuration_utils import FrozenDict, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ..preconditioning import iddpm_sigma_table, vp_sigma, vp_sigma_derivative, vp_sigma_inverse
+from ..preconditioning import (
+    VP_BETA_D,
+    VP_BETA_MIN,
+    iddpm_sigma_table,
+    vp_sigma,
+    vp_sigma_derivative,
+    vp_sigma_inverse,
+)
 from .scheduling_edm_base import SOLVERS, EDMSchedulerBase, EDMSchedulerOutput, TensorFunction, documented
 from .scheduling_edm_base import check_choice, check_churn, check_positive, check_sigma_order
 from .sigma_schedule import karras_sigmas
@@ -28,8 +35,6 @@ SCALINGS = ("vp", "none")
 PREDICTION_TYPES = ("sample",)
 TIMESTEP_TYPES = ("sigma",)
 
-VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
-"""The VP schedule that defines the "vp" discretisation's default range σ(ε_s) … σ(1)."""
 DEFAULT_SIGMA_RANGES = {"ve": (0.02, 100.0), "iddpm": (0.002, 81.0), "edm": (0.002, 80.0)}
 """Default (σ_min, σ_max) of the other discretisations."""
 
@@ -59,9 +64,8 @@ class _TimeFunctions(NamedTuple):
 
 
 class _Evaluation(NamedTuple):
-    """One model evaluation: the step it belongs to and the coefficients it needs (Python floats)."""
+    """One model evaluation (of step i) and the coefficients it needs (Python floats)."""
 
-    step: int  # i, the sampler step (0 … N-1)
     is_correction: bool  # False: Euler predictor at t̂_i; True: 2nd-order correction at t'_i = t̂_i + α h_i
     sigma: float  # σ(t) at the evaluation time t, the level passed to the model
     scale: float  # s(t); the model sees x / s(t)
@@ -297,10 +301,10 @@ class EDMAblationScheduler(EDMSchedulerBase):
             common = dict(step_size=step_sizes[i], next_rescale=rescales[i + 1], next_churn_scale=churn_scales[i + 1])
             single = i >= corrected
             evaluations.append(
-                _Evaluation(i, False, *predictor[i], finishes_step=single, draws_noise=single and draws, **common)
+                _Evaluation(False, *predictor[i], finishes_step=single, draws_noise=single and draws, **common)
             )
             if not single:
-                correction = _Evaluation(i, True, *corrector[i], finishes_step=True, draws_noise=draws, **common)
+                correction = _Evaluation(True, *corrector[i], finishes_step=True, draws_noise=draws, **common)
                 evaluations.append(correction)
         self._store_evaluations(evaluations)
         self._initial_rescale, self._initial_churn_scale = rescales[0], churn_scales[0]

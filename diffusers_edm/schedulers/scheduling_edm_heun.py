@@ -40,9 +40,8 @@ class EDMHeunSchedulerOutput(EDMSchedulerOutput):
 
 
 class _Evaluation(NamedTuple):
-    """One model evaluation of Algorithm 2: the step it belongs to and the noise levels it needs."""
+    """One model evaluation of Algorithm 2 (of step i) and the noise levels it needs."""
 
-    step: int  # i, the sampler step (0 … N-1)
     is_correction: bool  # False: Euler predictor at σ̂_i (line 8); True: Heun corrector at σ_{i+1} (line 11)
     sigma: float  # the level the model is evaluated at
     sigma_hat: float  # σ̂_i
@@ -203,11 +202,11 @@ class EDMHeunScheduler(EDMSchedulerBase):
             single = last or config.solver == "euler"
             draws = churn[i + 1] > 0 or (official_noise_stream and not last)
             evaluations.append(
-                _Evaluation(i, False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
+                _Evaluation(False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
             )
             if not single:
                 evaluations.append(
-                    _Evaluation(i, True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
+                    _Evaluation(True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
                 )
         self._store_evaluations(evaluations)
         self._initial_rescale, self._initial_churn_scale = 1.0, churn[0]

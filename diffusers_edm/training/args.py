@@ -7,7 +7,18 @@ from dataclasses import dataclass
 
 from .data import DIGITS_DEFAULT_RESOLUTION
 
-ARCHITECTURES = ("ddpmpp", "ncsnpp", "adm", "unet_2d")
+NATIVE_ARCHITECTURES = {
+    "ddpmpp": ("song_unet", dict(embedding_type="positional", encoder_type="standard", decoder_type="standard",
+                                 channel_mult_noise=1, resample_filter=[1, 1])),
+    "ncsnpp": ("song_unet", dict(embedding_type="fourier", encoder_type="residual", decoder_type="standard",
+                                 channel_mult_noise=2, resample_filter=[1, 3, 3, 1])),
+    "adm": ("dhariwal_unet", {}),
+}
+"""--arch choices of the paper's backbones: (backbone_type, fixed backbone_config) of EDM train.py's DDPM++, NCSN++
+and ADM settings."""
+
+ARCHITECTURES = (*NATIVE_ARCHITECTURES, "unet_2d")
+"""--arch choices: the paper's backbones and diffusers' UNet2DModel."""
 
 
 @dataclass(frozen=True)

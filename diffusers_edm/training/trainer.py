@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
-from .args import Interval
+from .args import NATIVE_ARCHITECTURES, Interval
 from .augment import AugmentPipe
 from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
@@ -35,14 +35,6 @@ from .model_card import SECRET_KEYS, write_model_card
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-NATIVE_ARCHITECTURES = {
-    "ddpmpp": ("song_unet", dict(embedding_type="positional", encoder_type="standard", decoder_type="standard",
-                                 channel_mult_noise=1, resample_filter=[1, 1])),
-    "ncsnpp": ("song_unet", dict(embedding_type="fourier", encoder_type="residual", decoder_type="standard",
-                                 channel_mult_noise=2, resample_filter=[1, 3, 3, 1])),
-    "adm": ("dhariwal_unet", {}),
-}
-"""train.py's --arch settings of the paper's backbones (spec: DDPM++, NCSN++ and ADM configurations)."""
 SIGMA_BUCKETS = (0.0, 0.05, 0.2, 0.8, 3.0, math.inf)
 """Edges of the σ ranges whose losses are logged separately (the training σ has its median at 0.3)."""
 

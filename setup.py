@@ -12,6 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["diffusers_edm", "diffusers_edm.*"]),
+    package_data={"diffusers_edm.evaluation": ["digits_features.pt"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -24,6 +25,7 @@ setup(
         "numpy",
         "Pillow",
         "scikit-learn>=1.3",
+        "scipy>=1.10",
         "tqdm",
     ],
     extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"]},

@@ -372,10 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_seeds_argument, default=parse_seeds("0-63"),
                         help="seeds, e.g. '0-63' or '1,2,5-10' (default: 0-63)")
     parser.add_argument("--subdirs", action="store_true", help="one subfolder per 1000 seeds")
-    parser.add_argument("--class", dest="class_label", type=int, default=None, metavar="K",
-                        help="class of every image (conditional models; default: drawn per seed)")
     parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH,
                         help=f"maximum batch size per process (default: {DEFAULT_BATCH})")
+    add_sampler_arguments(parser)
+    parser.add_argument("--device", type=_device_argument, default=None,
+                        help="torch device (default: the process's accelerator, else the CPU); the seeds' generators"
+                        " live on it, so CPU and CUDA give different images")
+    return parser
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds `--class`, `--preset` and the sampler flags (shared with `python -m diffusers_edm.fid calc --model`)."""
+    parser.add_argument("--class", dest="class_label", type=int, default=None, metavar="K",
+                        help="class of every image (conditional models; default: drawn per seed)")
     parser.add_argument("--preset", choices=sorted(SAMPLER_PRESETS), default=None, metavar="PRESET",
                         help="recommended sampler settings (steps, churn, σ range 0.002-80, ρ 7, Heun), one of"
                         f" {', '.join(SAMPLER_PRESETS)}: the official README's for the datasets, the paper's Table 5"
@@ -405,10 +414,49 @@ def build_parser() -> argparse.ArgumentParser:
                           help="noise schedule σ(t) (default with the ablation sampler: linear)")
     ablation.add_argument("--scaling", choices=SCALINGS, default=None,
                           help="signal scaling s(t) (default with the ablation sampler: none)")
-    parser.add_argument("--device", type=_device_argument, default=None,
-                        help="torch device (default: the process's accelerator, else the CPU); the seeds' generators"
-                        " live on it, so CPU and CUDA give different images")
-    return parser
+
+
+@dataclass
+class SamplingSetup:
+    """A pipeline ready to sample as the command line asks ([`load_sampling_pipeline`]).
+
+    Attributes:
+        pipe (`EDMPipeline`): the pipeline, on its device, with the resolved scheduler and no progress bar.
+        num_inference_steps (`int`): sampler steps N.
+        steps_source (`str`): where N came from.
+        changed_settings (`dict`): the scheduler settings that differ from the model's saved config.
+    """
+
+    pipe: EDMPipeline
+    num_inference_steps: int
+    steps_source: str
+    changed_settings: dict[str, Any]
+
+
+def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device: torch.device) -> SamplingSetup:
+    """
+    Loads `args.model` and sets its sampler from `--preset`, the sampler flags and the model's saved settings (see
+    the module docstring), checking `--class` against the model.
+
+    Args:
+        args (`argparse.Namespace`): parsed arguments with the flags of [`add_sampler_arguments`] and `--model`.
+        state (`accelerate.PartialState`): this process (the main process downloads a Hub model first).
+        device (`torch.device`): where to sample.
+
+    Raises:
+        ValueError: invalid sampler settings, a bad `sampler_settings.json` or a `--class` the model cannot take.
+    """
+    with state.main_process_first():  # the main process downloads a Hub model first; the others then read its cache
+        pipe = EDMPipeline.from_pretrained(args.model)
+        needs_saved_steps = args.steps is None and args.preset is None
+        settings_file = sampler_settings_file(args.model) if needs_saved_steps else None
+    saved_steps = None if settings_file is None else read_num_inference_steps(settings_file)
+    pipe.scheduler, overrides = build_scheduler(args, dict(pipe.scheduler.config), type(pipe.scheduler))
+    check_class_label(args.class_label, pipe.unet.config.num_class_labels)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    steps, steps_source = resolve_num_inference_steps(args, saved_steps)
+    return SamplingSetup(pipe, steps, steps_source, overrides)
 
 
 def process_state(device: str | None = None) -> PartialState:
@@ -467,20 +515,11 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     state = process_state(args.device)
     device = torch.device(args.device) if args.device is not None else state.device
 
-    with state.main_process_first():  # the main process downloads a Hub model first; the others then read its cache
-        pipe = EDMPipeline.from_pretrained(args.model)
-        needs_saved_steps = args.steps is None and args.preset is None
-        settings_file = sampler_settings_file(args.model) if needs_saved_steps else None
-    saved_config = dict(pipe.scheduler.config)
     try:
-        saved_steps = None if settings_file is None else read_num_inference_steps(settings_file)
-        pipe.scheduler, overrides = build_scheduler(args, saved_config, type(pipe.scheduler))
-        check_class_label(args.class_label, pipe.unet.config.num_class_labels)
+        setup = load_sampling_pipeline(args, state, device)
     except ValueError as error:
         parser.error(str(error))
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    steps, steps_source = resolve_num_inference_steps(args, saved_steps)
+    pipe, steps = setup.pipe, setup.num_inference_steps
 
     batches = rank_batches(args.seeds, args.batch, state.num_processes, state.process_index)
     start = time.perf_counter()
@@ -498,10 +537,10 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
         num_processes=state.num_processes,
         outdir=str(args.outdir),
         num_inference_steps=steps,
-        steps_source=steps_source,
+        steps_source=setup.steps_source,
         scheduler_config=dict(pipe.scheduler.config),
         scheduler_class=type(pipe.scheduler).__name__,
-        changed_settings=overrides,
+        changed_settings=setup.changed_settings,
         seconds=time.perf_counter() - start,
     )
     if state.is_main_process:

@@ -195,7 +195,7 @@ def test_bad_calls_are_rejected():
     with pytest.raises(ValueError, match="one per image"):
         pipe(batch_size=2, class_labels=[0])
     with pytest.raises(ValueError, match="output_type"):
-        pipe(output_type="latent")
+        pipe(output_type="jpeg")
     with pytest.raises(ValueError, match="latents must have shape"):
         pipe(latents=torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="generators"):
@@ -205,3 +205,13 @@ def test_bad_calls_are_rejected():
     raw_mode = EDMPipeline(unet=pipe.unet, scheduler=EDMHeunScheduler(prediction_type="epsilon"))
     with pytest.raises(ValueError, match="prediction_type='sample'"):
         raw_mode()
+
+
+def test_latent_output_is_the_raw_final_sample_that_pil_quantises():
+    pipe = make_pipeline(num_class_labels=3)
+    raw = pipe(seeds=[4, 5], class_labels=1, num_inference_steps=3, output_type="latent").images
+    images = pipe(seeds=[4, 5], class_labels=1, num_inference_steps=3, output_type="pil").images
+    assert raw.dtype == torch.float64 and raw.shape == (2, 1, 8, 8)
+    assert torch.equal(raw, final_sample(pipe, seeds=[4, 5], class_labels=1, num_inference_steps=3))
+    expected = np.floor(np.clip(raw.numpy() * 127.5 + 128, 0, 255)).astype(np.uint8)  # generate.py's quantisation
+    np.testing.assert_array_equal(np.stack([np.asarray(image) for image in images]), expected[:, 0])

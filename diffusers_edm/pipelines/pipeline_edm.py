@@ -26,7 +26,7 @@ this pipeline. It only imports the installed package (`pip install diffusers-edm
 from diffusers_edm import EDMPipeline  # noqa: F401
 '''
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 class EDMPipeline(DiffusionPipeline):
@@ -81,7 +81,8 @@ class EDMPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): unscaled N(0, I) initial noise (batch_size, C, H, W); the pipeline
                 multiplies it by `scheduler.init_noise_sigma`.
             output_type (`str`, defaults to "pil"): "pil" (quantised as EDM's generate.py does: clip(127.5 x + 128)
-                truncated to uint8), "np" (float32 (B, H, W, C) in [0, 1]) or "pt" (float32 (B, C, H, W) in [0, 1]).
+                truncated to uint8), "np" (float32 (B, H, W, C) in [0, 1]), "pt" (float32 (B, C, H, W) in [0, 1]) or
+                "latent" (the raw final sample (B, C, H, W) in the sampler's dtype, nominally in [-1, 1]).
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): called after every model evaluation as
                 `callback_on_step_end(pipe, i, t, callback_kwargs)`; it may return `{"latents": ...}` to replace the
@@ -247,11 +248,21 @@ def _randint(high: int, size: tuple[int, ...], generator: torch.Generator | None
     return torch.randint(high, size, generator=generator, device=device)
 
 
-def postprocess_edm_images(sample: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
-    """Converts samples in [-1, 1] to "pil" images quantised as EDM's generate.py (clip(127.5 x + 128, 0, 255),
-    truncated), or to float32 "np" (B, H, W, C) / "pt" (B, C, H, W) arrays in [0, 1] as diffusers does."""
+def quantize_edm_images(sample: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (B, C, H, W) of samples in [-1, 1], as EDM's generate.py saves them: clip(127.5 x + 128, 0, 255)
+    truncated. Images that were read from 8-bit files (x = u / 127.5 − 1) come back as exactly u."""
+    return (sample * 127.5 + 128).clip(0, 255).to(torch.uint8)
+
+
+def postprocess_edm_images(
+    sample: torch.Tensor, output_type: str
+) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Converts samples in [-1, 1] to "pil" images quantised by [`quantize_edm_images`], to float32 "np"
+    (B, H, W, C) / "pt" (B, C, H, W) arrays in [0, 1] as diffusers does, or leaves them as they are ("latent")."""
+    if output_type == "latent":
+        return sample
     if output_type == "pil":
-        pixels = (sample * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pixels = quantize_edm_images(sample).permute(0, 2, 3, 1).cpu().numpy()
         if pixels.shape[-1] == 1:
             pixels = pixels[..., 0]
         return [PIL.Image.fromarray(image) for image in pixels]

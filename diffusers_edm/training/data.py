@@ -264,7 +264,7 @@ def _digits_dataset(config: DataConfig) -> EDMImageDataset:
     resolution = config.resolution if config.resolution is not None else DIGITS_DEFAULT_RESOLUTION
     use_labels = config.conditional is not False and config.label_column is not None
     class_indices = digits.target.astype(np.int64) if use_labels else None
-    selected = _select_subset(len(digits.target), config.max_train_samples, config.seed)
+    selected = select_subset(len(digits.target), config.max_train_samples, config.seed)
     images = torch.from_numpy(digits.images[selected]).to(torch.float32).unsqueeze(1) / 8 - 1
     if images.shape[-1] != resolution:
         images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
@@ -286,7 +286,7 @@ def _assemble(records: _ImageRecords, config: DataConfig) -> EDMImageDataset:
             "Point --train_data_dir or --dataset_name at a dataset with images."
         )
     class_indices, num_classes, class_names = _resolve_labels(records, config)
-    selected = _select_subset(records.count, config.max_train_samples, config.seed)
+    selected = select_subset(records.count, config.max_train_samples, config.seed)
     images = _decode_images(records, selected, config)
     dataset = EDMImageDataset(
         images=torch.from_numpy(images),
@@ -309,8 +309,9 @@ def _assemble(records: _ImageRecords, config: DataConfig) -> EDMImageDataset:
     return dataset
 
 
-def _select_subset(count: int, max_samples: int | None, seed: int) -> np.ndarray:
-    """Indices of the images to keep: all of them, or a seeded random `max_samples` subset in ascending order."""
+def select_subset(count: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """Indices of the images to keep: all of them, or a seeded random `max_samples` subset in ascending order (EDM's
+    `max_size`: `np.random.RandomState(seed).shuffle` of the indices, the first `max_samples`, sorted)."""
     indices = np.arange(count)
     if max_samples is not None and count > max_samples:
         np.random.RandomState(seed % (1 << 31)).shuffle(indices)

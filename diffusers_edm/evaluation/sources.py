@@ -1,0 +1,127 @@
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""Where the uint8 images (B, C, H, W) of an evaluation come from: a folder or zip of image files, a training dataset,
+or an [`EDMPipeline`] generating them per seed. Each source hands out images by index, so that a batch of indices gives
+the same pixels whichever process asks for it."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ..pipelines.pipeline_edm import EDMPipeline, quantize_edm_images
+from ..training.data import EDMImageDataset, select_subset
+from .errors import EvaluationError
+
+
+class ImageSourceError(EvaluationError):
+    """Images cannot be read or used as given; the message names the file and the fix."""
+
+
+class ImageFiles:
+    """The image files of a folder (recursively) or a zip archive, in sorted order of their relative paths, as EDM's
+    dataset class lists them (hidden files and folders skipped), optionally reduced to `fid.py`'s seeded subset.
+
+    Args:
+        path (`str` or `os.PathLike`): the folder or `.zip` file (e.g. the `--outdir` of `diffusers_edm.generate`).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self._zip_member = False
+            names = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+        elif self.path.is_file() and zipfile.is_zipfile(self.path):
+            self._zip_member = True
+            with zipfile.ZipFile(self.path) as archive:
+                names = [name for name in archive.namelist() if not name.endswith("/")]
+        elif self.path.exists():
+            raise ImageSourceError(f"--images {self.path} is neither a folder nor a zip archive of images.")
+        else:
+            raise ImageSourceError(f"--images {self.path} does not exist; pass a folder or zip of images.")
+        PIL.Image.init()
+        extensions = set(PIL.Image.EXTENSION)
+        self.names = sorted(
+            name for name in names
+            if os.path.splitext(name)[1].lower() in extensions and not any(p.startswith(".") for p in name.split("/"))
+        )
+        self._archive: zipfile.ZipFile | None = None
+        self._archive_pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, num: int, seed: int = 0) -> list[str]:
+        """The names `fid.py calc --num num --seed seed` scores: all of them when there are exactly `num`, otherwise
+        the seeded subset (`np.random.RandomState(seed)` shuffle of the indices, first `num`, sorted).
+
+        Raises:
+            ImageSourceError: fewer than `num` images.
+        """
+        if len(self.names) < num:
+            raise ImageSourceError(f"Found {len(self.names)} images in {self.path}, fewer than --num {num}; generate"
+                                   f" more images or pass --num {len(self.names)} (FID depends on the number of"
+                                   " images, so compare only scores with the same --num).")
+        return [self.names[i] for i in select_subset(len(self.names), num, seed)]
+
+    def read(self, name: str) -> np.ndarray:
+        """The uint8 pixels (C, H, W) of one file: 1 channel for grayscale images, 3 for colour (alpha dropped)."""
+        try:
+            if self._zip_member:
+                data = self._zip().read(name)
+                image = PIL.Image.open(io.BytesIO(data))
+            else:
+                image = PIL.Image.open(self.path / name)
+            image.load()
+        except (OSError, SyntaxError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ImageSourceError(f"Could not read image {self._describe(name)} ({type(error).__name__}: {error});"
+                                   " remove or replace the file.") from error
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("L" if image.mode in ("1", "LA", "I;16", "I;16B", "I;16L", "I") else "RGB")
+        pixels = np.asarray(image, dtype=np.uint8)
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    def read_batch(self, names: Sequence[str], shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) of the files; every image must have the `shape` (C, H, W) of the first one."""
+        images = []
+        for name in names:
+            pixels = self.read(name)
+            shape = shape or pixels.shape
+            if pixels.shape != shape:
+                raise ImageSourceError(f"{self._describe(name)} has shape {pixels.shape} (C, H, W) but other images"
+                                       f" have {shape}; every image must have the same size and channel count.")
+            images.append(torch.from_numpy(pixels.copy()))
+        return torch.stack(images)
+
+    def _zip(self) -> zipfile.ZipFile:
+        # One handle per process: DataLoader workers must not share the parent's file position.
+        if self._archive is None or self._archive_pid != os.getpid():
+            self._archive, self._archive_pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._archive
+
+    def _describe(self, name: str) -> str:
+        return f"{name} (in {self.path})" if self._zip_member else str(self.path / name)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_archive": None, "_archive_pid": None}
+
+
+def dataset_images(dataset: EDMImageDataset, indices: Sequence[int]) -> torch.Tensor:
+    """uint8 (B, C, H, W) of training-dataset items, quantised as saved images are ([`quantize_edm_images`]): images
+    that came from 8-bit files come back unchanged."""
+    return quantize_edm_images(torch.stack([dataset[i][0] for i in indices]))
+
+
+def generated_images(
+    pipe: EDMPipeline, seeds: Sequence[int], num_inference_steps: int, class_label: int | None = None
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) images of `pipe(seeds=seeds)`, the pixels `diffusers_edm.generate` writes to its PNGs."""
+    sample = pipe(seeds=list(seeds), class_labels=class_label, num_inference_steps=num_inference_steps,
+                  output_type="latent").images
+    return quantize_edm_images(sample)

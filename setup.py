@@ -12,7 +12,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["diffusers_edm", "diffusers_edm.*"]),
-    package_data={"diffusers_edm.evaluation": ["digits_features.pt"]},
+    package_data={
+        "diffusers_edm": ["iddpm_levels_m1000.safetensors"],
+        "diffusers_edm.evaluation": ["digits_features.pt"],
+    },
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -8,7 +8,8 @@ Usage:
     python -m diffusers_edm.fid ref --data cifar10-32x32.zip --dest cifar10-32x32.npz
 
     # Score a folder or zip of images, as fid.py calc (--num images, the seeded subset when there are more)
-    python -m diffusers_edm.fid calc --images fid-images --ref https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz
+    python -m diffusers_edm.fid calc --images fid-images \\
+        --ref https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz
 
     # Generate and score without writing images; the paper's protocol: three seed sets, report the minimum
     accelerate launch -m diffusers_edm.fid calc --model edm-cifar10-32x32-cond-vp --preset cifar10 \\
@@ -30,8 +31,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from diffusers_edm.evaluation.detectors import DETECTOR_NAMES, load_detector
 from diffusers_edm.evaluation.errors import EvaluationError

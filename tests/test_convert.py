@@ -185,6 +185,20 @@ def test_sampler_settings_and_model_card_for_a_cifar10_file_name(song_snapshot, 
     assert {"edm", "diffusers_edm"} <= set(card.data.tags)
     assert "edm-cifar10-32x32-cond-vp.pkl" in card.text and "CC BY-NC-SA 4.0" in card.text
     assert "18 steps" in card.text and "num_inference_steps=steps" in card.text
+    # The paper's FID for this model (README: CIFAR-10 conditional 1.79 at 35 NFE) as Hub model-index metadata, with
+    # the command that reproduces it.
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_type) == ("fid", 1.79, "cifar10")
+    assert "35 NFE" in result.metric_name and result.source_url == "https://arxiv.org/abs/2206.00364"
+    assert "diffusers_edm.fid calc" in card.text and "--repeats 3" in card.text and "--preset cifar10" in card.text
+    assert "fid-refs/cifar10-32x32.npz" in card.text
+
+
+def test_only_the_released_models_get_a_reported_result(song_snapshot, tmp_path):
+    path, _ = song_snapshot
+    convert_edm_checkpoint(path, tmp_path / "pipe")
+    card = ModelCard.load(tmp_path / "pipe" / "README.md")
+    assert not card.data.eval_results and "Reported results" not in card.text
 
 
 def test_baseline_vp_snapshot_gets_recalled_stochastic_settings(tmp_path):

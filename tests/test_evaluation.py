@@ -20,12 +20,13 @@ from diffusers_edm.evaluation import (
     ImageSourceError,
     ReferenceStatisticsError,
     compute_statistics,
+    detectors,
+    downloads,
     frechet_distance,
     load_detector,
     load_reference,
     save_reference,
 )
-from diffusers_edm.evaluation import detectors, downloads
 from diffusers_edm.evaluation.features import process_batches
 
 from .evaluation_helpers import mean_and_covariance, random_images, tiny_features, write_detector, write_images

@@ -34,7 +34,8 @@ def model(tmp_path_factory):
 
 def fd(mu1, sigma1, mu2, sigma2):
     """The Fréchet distance written out in the test (scipy's sqrtm, real part)."""
-    return float(np.real(((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2 - 2 * scipy.linalg.sqrtm(sigma1 @ sigma2))))
+    root = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    return float(np.real(((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2 - 2 * root)))
 
 
 def run(*args):

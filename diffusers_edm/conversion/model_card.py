@@ -11,6 +11,7 @@ from huggingface_hub import ModelCardData
 
 from ..sampler_presets import SamplerPreset
 from .edm_snapshot import EDMSnapshot
+from .paper_results import PaperResult, paper_result
 
 _PRECONDITIONING_NAMES = {
     "EDMPrecond": "EDM (Karras et al. 2022, Table 1)",
@@ -40,6 +41,23 @@ def network_description(snapshot: EDMSnapshot) -> str:
     return _NETWORK_NAMES.get((snapshot.model_class, embedding), snapshot.model_class)
 
 
+def _results_section(reported: PaperResult | None, preset: SamplerPreset) -> str:
+    """The card's "Reported results" section, with the command that reproduces the number (empty for other files)."""
+    if reported is None:
+        return ""
+    recalled = ": check it against the paper" if "recalled" in reported.source else ""
+    return (
+        "## Reported results\n\n"
+        f"FID {reported.fid} on {reported.dataset} with {reported.num_model_evaluations} network evaluations per image"
+        f" (Karras et al. 2022, {reported.source}{recalled}): 50,000 images, the minimum over the seed sets 0–49999,"
+        " 50000–99999 and 100000–149999. Reproduce it with the same detector and protocol (on a GPU):\n\n"
+        "```bash\n"
+        f"accelerate launch -m diffusers_edm.fid calc --model path/to/this/folder --preset {preset.name} \\\n"
+        f"    --ref {reported.fid_reference} --seeds 0-49999 --repeats 3\n"
+        "```\n\n"
+    )
+
+
 def write_conversion_model_card(
     output_dir: str | Path,
     *,
@@ -61,11 +79,14 @@ def write_conversion_model_card(
         num_parameters (`int`): parameter count of the network.
     """
     conditional = snapshot.label_dim > 0
+    reported = paper_result(source_name)
     card_data = ModelCardData(
         license="cc-by-nc-sa-4.0",
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         tags=["edm", "diffusers_edm", "diffusion", "class-conditional" if conditional else "unconditional"],
+        model_name=Path(source_name).stem if reported else None,
+        eval_results=[reported.eval_result()] if reported else None,
     )
     resolution = f"{snapshot.img_resolution}x{snapshot.img_resolution}"
     labels_argument = " class_labels=0," if conditional else ""
@@ -139,7 +160,7 @@ The churn settings are in `scheduler/scheduler_config.json`; the step count is n
 stored with the others in `sampler_settings.json` — pass it as `num_inference_steps` (`python -m
 diffusers_edm.generate --model path/to/this/folder` reads it from there).
 
-## Usage
+{_results_section(reported, preset)}## Usage
 
 ```python
 import json

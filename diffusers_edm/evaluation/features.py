@@ -80,9 +80,11 @@ def compute_statistics(
     rank, world_size = (state.process_index, state.num_processes) if state is not None else (0, 1)
     device = state.device if state is not None else torch.device("cpu")
     batches = process_batches(num_items, batch_size, rank, world_size)
+    # Its own generator: starting the loader must not draw from torch's global RNG (a training run's stream).
     loader = torch.utils.data.DataLoader(_Batches(load, batches), batch_size=None, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda" and num_workers > 0)
-    statistics, progress = None, None
+                                         pin_memory=device.type == "cuda" and num_workers > 0,
+                                         generator=torch.Generator())
+    statistics, progress, failure = None, None, None
     try:
         for images in loader:
             if isinstance(images, EvaluationError):
@@ -99,9 +101,13 @@ def compute_statistics(
                                 disable=state is not None and not state.is_main_process)
             statistics.update(features)
             progress.update(min(len(images) * world_size, num_items - progress.n))
+    except EvaluationError as error:
+        failure = error
     finally:
         if progress is not None:
             progress.close()
+    if _any_process(failure is not None, device):  # all processes stop together instead of waiting in a collective
+        raise failure or EvaluationError("The evaluation failed in another process; see its message.")
     width = _agreed_width(statistics.num_features if statistics is not None else 0, device)
     if statistics is None:  # this process had no batch; it still takes part in the merge
         statistics = FeatureStatistics(width, device)
@@ -131,9 +137,22 @@ def _check_width(detector: FeatureDetector, width: int, expected: int | None) ->
                             f" statistics have {expected}; compute the reference with the same --detector.")
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true in any process."""
+    if not _distributed():
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def _agreed_width(local_width: int, device: torch.device) -> int:
     """The feature width seen by any process (a process without batches has seen none)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _distributed():
         return local_width
     width = torch.tensor([local_width], device=device)
     torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX)

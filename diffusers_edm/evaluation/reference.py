@@ -51,31 +51,38 @@ def load_reference(source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         `tuple[np.ndarray, np.ndarray]`: μ (D,) and Σ (D, D) in float64.
 
     Raises:
-        ReferenceStatisticsError: the file cannot be read, lacks `mu`/`sigma`, or holds arrays of the wrong shape or non-finite
-            values.
+        ReferenceStatisticsError: the file cannot be read, lacks `mu`/`sigma`, or holds arrays of the wrong shape or
+            non-finite values.
     """
     name = str(source)
     path = cached_download(name, "refs", flag="--ref") if is_url(name) else Path(source)
     if not path.is_file():
-        raise ReferenceStatisticsError(f"Reference statistics {name} not found; create them with `python -m diffusers_edm.fid"
-                             " ref --data ... --dest REF.npz` or pass the path or URL of an existing .npz.")
+        raise ReferenceStatisticsError(
+            f"Reference statistics {name} not found; create them with `python -m diffusers_edm.fid ref --data ..."
+            " --dest REF.npz` or pass the path or URL of an existing .npz."
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in ("mu", "sigma") if key not in data.files]
             if missing:
-                raise ReferenceStatisticsError(f"{name} has no {' or '.join(repr(k) for k in missing)} array (it holds"
-                                     f" {sorted(data.files)}); reference files are .npz files with 'mu' and 'sigma',"
-                                     " as written by `python -m diffusers_edm.fid ref`.")
+                raise ReferenceStatisticsError(
+                    f"{name} has no {' or '.join(repr(k) for k in missing)} array (it holds {sorted(data.files)});"
+                    " reference files are .npz files with 'mu' and 'sigma', as written by `python -m"
+                    " diffusers_edm.fid ref`."
+                )
             mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         if isinstance(error, ReferenceStatisticsError):
             raise
-        raise ReferenceStatisticsError(f"Could not read reference statistics {name} ({type(error).__name__}: {error}); pass"
-                             " an .npz file with 'mu' and 'sigma' arrays.") from error
+        raise ReferenceStatisticsError(
+            f"Could not read reference statistics {name} ({type(error).__name__}: {error}); pass an .npz file with"
+            " 'mu' and 'sigma' arrays."
+        ) from error
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ReferenceStatisticsError(f"{name} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}; expected (D,)"
-                             " and (D, D).")
+        raise ReferenceStatisticsError(
+            f"{name} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}; expected (D,) and (D, D)."
+        )
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise ReferenceStatisticsError(f"{name} holds non-finite statistics; recompute it with `python -m diffusers_edm.fid"
-                             " ref`.")
+        raise ReferenceStatisticsError(f"{name} holds non-finite statistics; recompute them with `python -m"
+                                       " diffusers_edm.fid ref`.")
     return mu, sigma

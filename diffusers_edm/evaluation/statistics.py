@@ -95,7 +95,7 @@ class FeatureStatistics:
         """μ (D,) and the unbiased covariance Σ (D, D) as float64 numpy arrays.
 
         Raises:
-            ValueError: fewer than two feature vectors were added.
+            EvaluationError: fewer than two feature vectors were added.
         """
         if self.count < 2:
             raise EvaluationError(f"The statistics need at least 2 images, got {self.count}.")
@@ -116,7 +116,8 @@ def frechet_distance(
     mu: np.ndarray, sigma: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, method: str = "sqrtm"
 ) -> float:
     """
-    The Fréchet distance between N(μ, Σ) and N(μ_ref, Σ_ref): ‖μ − μ_ref‖² + Tr(Σ + Σ_ref − 2 (Σ Σ_ref)^½), in float64.
+    The Fréchet distance between N(μ, Σ) and N(μ_ref, Σ_ref), ‖μ − μ_ref‖² + Tr(Σ + Σ_ref − 2 (Σ Σ_ref)^½), in
+    float64.
 
     Args:
         mu, sigma, mu_ref, sigma_ref (`np.ndarray`): means (D,) and covariances (D, D).

@@ -176,6 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Hub token (default: HF_TOKEN or the cached login). Never written to disk or logs.")
     output.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repository as private.")
     output.add_argument("--license", default="apache-2.0", help="License stated in the model card.")
+
+    evaluation = parser.add_argument_group("evaluation (Fréchet distance of the EMA model during training)")
+    evaluation.add_argument("--eval_every", type=parse_interval, default=None,
+                            help="Score the EMA model every N steps or K kimg ('kimg' suffix), and at the end: the "
+                                 "Fréchet distance of --eval_num samples (--num_inference_steps steps, "
+                                 "--train_batch_size per device at a time) to the reference statistics, written to "
+                                 "logs/log.jsonl, the trackers and the model card. Default: off.")
+    evaluation.add_argument("--eval_num", type=int, default=10000,
+                            help="Samples per evaluation: seeds 0..N-1, the same every time (compare only scores "
+                                 "with the same N; the papers use 50000).")
+    evaluation.add_argument("--eval_detector", default=None,
+                            help="Feature network: inception (FID), dinov2 (FD-DINOv2), digits, or the path of a "
+                                 "TorchScript file called as net(images_uint8, return_features=True). Default: digits "
+                                 "for the embedded digits, else inception.")
+    evaluation.add_argument("--eval_detector_path", default=None,
+                            help="Local copy of the named detector (the inception-2015-12-05.pt file or a DINOv2 "
+                                 "folder), for machines without internet.")
+    evaluation.add_argument("--eval_ref", default=None,
+                            help="Reference statistics: .npz path or URL (e.g. EDM's fid-refs). Default: those of the "
+                                 "training images (no x-flip copies), computed once and cached as "
+                                 "output_dir/eval-ref-<metric>.npz (delete it when the data changes).")
     return parser
 
 
@@ -200,8 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.resolution is None or args.resolution >= 4, "--resolution must be >= 4"),
         (args.num_inference_steps >= 1, "--num_inference_steps must be >= 1"),
         (not (args.dataset_name and args.train_data_dir), "pass only one of --dataset_name and --train_data_dir"),
+        (args.eval_num >= 2, "--eval_num must be >= 2 (a covariance needs at least 2 samples)"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.eval_detector is None:
+        args.eval_detector = "inception" if args.dataset_name or args.train_data_dir else "digits"
     return args

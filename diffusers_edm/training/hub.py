@@ -8,8 +8,10 @@ from huggingface_hub import create_repo, upload_folder
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*.tmp", "*.tmp/**", "samples/**"]
-"""What is never uploaded: resumable training state, logs, half-written files and the intermediate sample grids."""
+UPLOAD_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*.tmp", "*.tmp/**", "samples/**",
+                          "eval-ref-*.npz"]
+"""What is never uploaded: resumable training state, logs, half-written files, the intermediate sample grids and the
+cached reference statistics of the evaluation."""
 
 
 class HubPublisher:

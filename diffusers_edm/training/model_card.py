@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationScores
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -20,6 +24,15 @@ The weights are the exponential moving average of the training weights.
 {% if grid_path %}![Samples]({{ grid_path }})
 
 *EMA samples after {{ kimg }} kimg ({{ steps }} steps){% if conditional %}, one row per class{% endif %}.*
+{% endif %}
+{% if evaluation %}
+## Evaluation
+
+{{ evaluation.metric_label }} of the EMA weights after {{ "%g" | format(evaluation.latest_kimg) }} kimg:
+**{{ "%.4g" | format(evaluation.latest) }}** (best: {{ "%.4g" | format(evaluation.best) }}, after
+{{ "%g" | format(evaluation.best_kimg) }} kimg), from {{ evaluation.num_images }} samples (seeds
+0-{{ evaluation.num_images - 1 }}, {{ evaluation.num_inference_steps }} sampler steps) against the statistics of
+{{ reference }}, with the `{{ detector }}` feature network.
 {% endif %}
 
 ## Usage
@@ -72,9 +85,12 @@ def write_model_card(
     kimg: float,
     batch_size: int,
     grid_path: str | None,
+    evaluation: EvaluationScores | None = None,
 ) -> Path:
     """Writes README.md with YAML metadata (library diffusers, unconditional-image-generation, tags edm and
-    diffusers_edm), the training configuration, the latest sample grid and a usage snippet."""
+    diffusers_edm; with `evaluation`, a model-index of the latest and best score), the training configuration, the
+    latest sample grid, the evaluation and a usage snippet."""
+    model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
@@ -82,11 +98,13 @@ def write_model_card(
         tags=["edm", "diffusers_edm", "diffusers", "unconditional-image-generation"]
         + (["class-conditional"] if num_classes else []),
         datasets=[hub_dataset] if hub_dataset else None,
+        eval_results=_eval_results(evaluation, dataset_description, hub_dataset) if evaluation else None,
+        model_name=model_name if evaluation else None,
     )
     card = ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE,
-        model_name=repo_id.split("/")[-1],
+        model_name=model_name,
         repo_id=repo_id,
         dataset_description=dataset_description,
         conditioning=f"class-conditional ({num_classes} classes)" if num_classes else "unconditional",
@@ -98,9 +116,26 @@ def write_model_card(
         kimg=f"{kimg:g}",
         batch_size=batch_size,
         config=training_config_rows(config),
+        evaluation=evaluation,
+        reference=_short_name(evaluation.reference) if evaluation else None,
+        detector=_short_name(evaluation.detector) if evaluation else None,
         **{key: config[key] for key in ("p_mean", "p_std", "sigma_data", "augment_p", "learning_rate",
                                         "lr_rampup_kimg", "ema_halflife_kimg")},
     )
     path = Path(output_dir) / "README.md"
     card.save(path)
     return path
+
+
+def _eval_results(scores: EvaluationScores, dataset_description: str, hub_dataset: str | None) -> list[EvalResult]:
+    """The model-index entries: the latest and the best value, e.g. "FID (latest, 10k samples)"."""
+    common = dict(task_type="unconditional-image-generation", task_name="Image generation",
+                  dataset_type=hub_dataset or "custom", dataset_name=hub_dataset or dataset_description,
+                  metric_type=scores.metric, metric_config=_short_name(scores.detector))
+    return [EvalResult(metric_value=value, metric_name=f"{scores.metric_label} ({which}, {scores.num_label} samples)",
+                       **common) for which, value in (("latest", scores.latest), ("best", scores.best))]
+
+
+def _short_name(source: str) -> str:
+    """A URL or name as it is, a local path by its file name (the card must not show local folders)."""
+    return source if "://" in source else Path(source).name

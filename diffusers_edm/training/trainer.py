@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -28,6 +29,7 @@ from .args import NATIVE_ARCHITECTURES, Interval
 from .augment import AugmentPipe
 from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
+from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import HubPublisher
 from .loss import EDMLoss
 from .model_card import SECRET_KEYS, write_model_card
@@ -40,17 +42,22 @@ SIGMA_BUCKETS = (0.0, 0.05, 0.2, 0.8, 3.0, math.inf)
 
 
 class TrainingProgress:
-    """Optimizer steps and training images so far; checkpointed with the model (the lr and EMA ramps follow it)."""
+    """Optimizer steps and training images so far, and the latest and best evaluation scores; checkpointed with the
+    model (the lr and EMA ramps follow it, the model card shows the scores)."""
 
     def __init__(self) -> None:
         self.step = 0
         self.cur_nimg = 0
+        self.scores: EvaluationScores | None = None
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "cur_nimg": self.cur_nimg}
+        scores = dataclasses.asdict(self.scores) if self.scores is not None else None
+        return {"step": self.step, "cur_nimg": self.cur_nimg, "scores": scores}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.cur_nimg = int(state["step"]), int(state["cur_nimg"])
+        # Checkpoints written before evaluation existed have no scores.
+        self.scores = EvaluationScores(**state["scores"]) if state.get("scores") else None
 
 
 class StreamBatchSampler(torch.utils.data.Sampler):
@@ -194,6 +201,8 @@ class EDMTrainer:
         if args.max_train_steps is not None:
             self.total_steps = min(self.total_steps, args.max_train_steps)
         self._sampled_step = self._checkpointed_step = None
+        self.evaluator = (TrainingEvaluator(args, self.dataset, self.accelerator, self._append_log)
+                          if args.eval_every is not None else None)
         self.publisher = None
         if args.push_to_hub and self.accelerator.is_main_process:
             repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
@@ -247,6 +256,10 @@ class EDMTrainer:
                 self._append_log({"step": step, "kimg": cur_nimg / 1000, **logs})
             if args.sample_every is not None and args.sample_every.due(step, cur_nimg, prev_nimg):
                 self._sample_grid()
+            # The last step is always evaluated, before its checkpoint so that it holds the final scores.
+            if self.evaluator is not None and (args.eval_every.due(step, cur_nimg, prev_nimg)
+                                               or step == self.total_steps):
+                self._evaluate()
             if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
                 self._save()
         bar.close()
@@ -340,6 +353,11 @@ class EDMTrainer:
                 array = torch.from_numpy(np.asarray(grid.convert("RGB"))).permute(2, 0, 1)
                 tracker.writer.add_image("samples", array, self.progress.step)
 
+    def _evaluate(self) -> None:
+        """Scores the EMA pipeline (all processes) and keeps the latest and best values in the progress state."""
+        self.progress.scores = self.evaluator.evaluate(self._pipeline(), self.progress.step, self.progress.cur_nimg,
+                                                       self.progress.scores)
+
     def _save(self, final: bool = False) -> None:
         """Checkpoints (atomically) and rewrites the pipeline folder and model card; uploads them when asked."""
         self._checkpoint()
@@ -355,6 +373,7 @@ class EDMTrainer:
             resolution=self.dataset.resolution, channels=self.dataset.num_channels,
             num_classes=self.dataset.num_classes, steps=self.progress.step, kimg=self.progress.cur_nimg / 1000,
             batch_size=self.global_batch, grid_path=grid.name if grid.exists() else None,
+            evaluation=self.progress.scores,
         )
         logger.info("Saved the EMA pipeline and model card to %s at step %d.", args.output_dir, self.progress.step)
         if self.publisher is not None:

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from diffusers_edm.evaluation.detectors import DETECTOR_NAMES, load_detector
 from diffusers_edm.evaluation.errors import EvaluationError
 from diffusers_edm.evaluation.features import compute_statistics
@@ -201,10 +203,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | Path:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return run_ref(args) if args.command == "ref" else run_calc(args)
+        result = run_ref(args) if args.command == "ref" else run_calc(args)
     except (EvaluationError, DatasetError) as error:  # a mistake in the inputs: one line, no traceback
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave together: a process that exits while another still computes the distance aborts the group.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":

@@ -320,3 +320,30 @@ def test_packaged_digits_network_recognises_the_real_digits_and_their_statistics
     half = mean_and_covariance(features[::2])
     assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-6)
     assert 0 < frechet_distance(*half, mu, sigma) < 20  # a random half of the real digits is close to all of them
+
+
+def test_reference_given_by_url_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    mu, sigma = np.arange(3.0), np.eye(3)
+    save_reference(served / "cifar10-32x32.npz", mu, sigma)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(downloads.constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(downloads, "offline", lambda: False)
+    url = f"http://127.0.0.1:{server.server_address[1]}/cifar10-32x32.npz"
+    try:
+        loaded = load_reference(url)
+        (served / "cifar10-32x32.npz").unlink()  # the second use reads the cache
+        again = load_reference(url)
+        with pytest.raises(EvaluationError, match="Could not download .*absent.npz.*--ref"):
+            load_reference(url.replace("cifar10-32x32", "absent"))
+    finally:
+        server.shutdown()
+    assert np.array_equal(loaded[0], mu) and np.array_equal(again[1], sigma)
+    assert (tmp_path / "hf" / "diffusers_edm" / "refs" / "cifar10-32x32.npz").is_file()

@@ -116,16 +116,22 @@ def test_repeats_score_shifted_seed_sets_and_report_the_minimum(detector, model,
     assert run("calc", *common, "--seeds", "12-17")["value"] == result["values"][2]
 
 
-def test_two_processes_give_the_same_statistics_as_one(detector, tmp_path):
+def test_two_processes_give_the_same_numbers_as_one(detector, model, tmp_path):
     folder = write_images(tmp_path / "data", random_images(22, channels=1, seed=4))
-    outputs = {}
+    outputs, scores = {}, {}
     for processes in (1, 2):
         result = launch(["ref", "--data", str(folder), "--dest", str(tmp_path / f"ref{processes}.npz"),
                          "--detector", detector, "--batch", "4", "--workers", "0"], processes)
         assert result.returncode == 0, result.stderr[-2000:]
         with np.load(tmp_path / f"ref{processes}.npz") as data:
             outputs[processes] = data["mu"], data["sigma"]
+        result = launch(["calc", "--model", str(model), "--seeds", "0-10", "--steps", "2", "--batch", "3",
+                         "--ref", str(tmp_path / "ref1.npz"), "--detector", detector, "--out",
+                         str(tmp_path / f"metrics{processes}.json")], processes)
+        assert result.returncode == 0, result.stderr[-2000:]
+        scores[processes] = json.loads((tmp_path / f"metrics{processes}.json").read_text())["value"]
     assert np.array_equal(outputs[1][0], outputs[2][0]) and np.array_equal(outputs[1][1], outputs[2][1])
+    assert scores[1] == scores[2]
 
 
 def one_line_error(args, env_extra=None):

@@ -25,8 +25,9 @@ class ImageSourceError(EvaluationError):
 
 
 class ImageFiles:
-    """The image files of a folder (recursively) or a zip archive, in sorted order of their relative paths, as EDM's
-    dataset class lists them (hidden files and folders skipped), optionally reduced to `fid.py`'s seeded subset.
+    """The image files of a folder (recursively) or a zip archive, in sorted order of their relative paths as EDM's
+    dataset class lists them, optionally reduced to `fid.py`'s seeded subset. Hidden files and folders (e.g. macOS
+    `._*` files) are skipped; the official class would fail on them.
 
     Args:
         path (`str` or `os.PathLike`): the folder or `.zip` file (e.g. the `--outdir` of `diffusers_edm.generate`).

@@ -124,7 +124,7 @@ def frechet_distance(
         method (`str`, defaults to "sqrtm"): "sqrtm" computes the matrix square root with
             `scipy.linalg.sqrtm` and takes the real part of the result, exactly as EDM's `fid.py`;
             "eigh" uses Tr((Σ Σ_ref)^½) = Σ_i √λ_i(A Σ_ref A) with A = Σ^½ (two symmetric eigendecompositions,
-            several times faster for 2048 features, equal to "sqrtm" to ~1e-9 relative on real feature statistics).
+            several times faster for 2048 features; tested to agree with "sqrtm" to 1e-6 relative).
 
     Returns:
         `float`: the distance (FID for Inception features, FD-DINOv2 for DINOv2 features).

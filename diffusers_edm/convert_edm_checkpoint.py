@@ -11,19 +11,29 @@ the snapshot's preconditioning), an `EDMHeunScheduler` config with the paper's c
 `sampler_settings.json` with the recommended number of steps (which is not a scheduler setting; `python -m
 diffusers_edm.generate` reads it) and a model card (`README.md`, license CC BY-NC-SA 4.0 like the official weights).
 The presets are those of `diffusers_edm.sampler_presets`, shared with the generation CLI.
+
+The folder is written under a temporary name next to the target and renamed into place only once it is complete (and,
+with `--verify`, verified), so a failed conversion leaves nothing behind. An existing non-empty folder is replaced,
+as a whole, only with `--overwrite`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
+import re
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .conversion.edm_snapshot import EDMSnapshot, read_edm_snapshot
 from .conversion.model_card import write_conversion_model_card
@@ -38,7 +48,9 @@ from .schedulers.scheduling_edm_heun import EDMHeunScheduler
 __all__ = [
     "SAMPLER_SETTINGS_FILE",
     "ConversionResult",
+    "OutputFolderError",
     "UnsafeCheckpointError",
+    "VerificationFailedError",
     "convert_edm_checkpoint",
     "main",
     "pipeline_from_snapshot",
@@ -46,6 +58,29 @@ __all__ = [
     "unet_config_from_snapshot",
     "unet_from_snapshot",
 ]
+
+
+class OutputFolderError(ValueError):
+    """The pipeline folder cannot be written where asked (the path is a file, a non-empty folder without `overwrite`,
+    or the disk refused the write); nothing was left at the target."""
+
+
+class VerificationFailedError(ValueError):
+    """`verify=True` found a problem; nothing was written to the target. `report` holds the checks."""
+
+    def __init__(self, message: str, report: VerificationReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+_WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full; free some space or choose a folder on another disk",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or choose a folder on another disk",
+    errno.EROFS: "the file system is read-only; choose a writable folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+}
+"""OSErrors of writing the folder that are the user's to fix, with what to do about them."""
 
 
 @dataclass
@@ -172,44 +207,138 @@ def convert_edm_checkpoint(
     output_dir: str | os.PathLike,
     preset: str | None = None,
     verify: bool = False,
+    overwrite: bool = False,
 ) -> ConversionResult:
     """Converts an official EDM snapshot pickle into a saved [`EDMPipeline`] folder, never executing code from it.
+
+    The folder is written under a temporary name next to `output_dir` and renamed into place once it is complete (and
+    verified, with `verify=True`); on any error the temporary folder is removed and `output_dir` is left as it was.
 
     Args:
         checkpoint_path (`str` or `os.PathLike`): the snapshot `.pkl` (e.g. `edm-cifar10-32x32-cond-vp.pkl`, or a
             `network-snapshot-*.pkl` of the official training loop).
-        output_dir (`str` or `os.PathLike`): folder to write (created if needed).
+        output_dir (`str` or `os.PathLike`): folder to write; it must not exist or be empty unless `overwrite`.
         preset (`str`, *optional*): sampler preset from [`SAMPLER_PRESETS`]; inferred from the file name, resolution
             and label count when omitted.
-        verify (`bool`, defaults to `False`): check the saved pipeline (see [`verify_conversion`]).
+        verify (`bool`, defaults to `False`): check the saved pipeline (see [`verify_conversion`]) before it is moved
+            into place.
+        overwrite (`bool`, defaults to `False`): replace an existing non-empty `output_dir` as a whole (only after the
+            new folder is complete).
 
     Returns:
         [`ConversionResult`]: the pipeline, the snapshot, the preset and the verification report.
 
     Raises:
-        UnsafeCheckpointError: the pickle references code that an EDM snapshot never needs.
+        UnsafeCheckpointError: the pickle references code that an EDM snapshot never needs, or a tensor that does not
+            fit its storage.
+        FileNotFoundError: `checkpoint_path` does not exist.
+        OutputFolderError: `output_dir` is a file or a non-empty folder (without `overwrite`), or the disk refused the
+            write (full, read-only, permission denied).
+        VerificationFailedError: `verify=True` and a check failed.
         ValueError: the file is not an EDM snapshot, or its network cannot be converted.
     """
-    checkpoint_path = Path(checkpoint_path)
+    checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
+    _check_output_dir(output_dir, checkpoint_path, overwrite)
     snapshot = read_edm_snapshot(checkpoint_path)
     sampler_preset = select_sampler_preset(snapshot, checkpoint_path, preset)
     pipeline = pipeline_from_snapshot(snapshot, sampler_preset)
-
-    output_dir = Path(output_dir)
-    pipeline.save_pretrained(output_dir)
-    write_sampler_settings(output_dir, sampler_preset, pipeline.scheduler.config)
-    write_conversion_model_card(
-        output_dir,
-        snapshot=snapshot,
-        preset=sampler_preset,
-        source_name=checkpoint_path.name,
-        source_sha256=_sha256(checkpoint_path),
-        num_parameters=sum(p.numel() for p in pipeline.unet.parameters()),
-    )
     result = ConversionResult(pipeline=pipeline, snapshot=snapshot, preset=sampler_preset, output_dir=output_dir)
-    if verify:
-        result.verification = verify_conversion(snapshot, pipeline, output_dir)
+    source_sha256 = _sha256(checkpoint_path)
+
+    with _staging_folder(output_dir) as staging:
+        pipeline.save_pretrained(staging)
+        write_sampler_settings(staging, sampler_preset, pipeline.scheduler.config)
+        write_conversion_model_card(
+            staging,
+            snapshot=snapshot,
+            preset=sampler_preset,
+            source_name=checkpoint_path.name,
+            source_sha256=source_sha256,
+            num_parameters=sum(p.numel() for p in pipeline.unet.parameters()),
+        )
+        if verify:
+            result.verification = verify_conversion(snapshot, pipeline, staging)
+            if not result.verification.passed:
+                failed = sum(line.startswith("[FAIL]") for line in result.verification.lines)
+                raise VerificationFailedError(
+                    f"verification failed ({failed} check(s) marked FAIL); nothing was written to {output_dir}.",
+                    result.verification,
+                )
+        _move_into_place(staging, output_dir)
     return result
+
+
+def _check_output_dir(output_dir: Path, checkpoint_path: Path, overwrite: bool) -> None:
+    """Refuses, before any work, an output path that is a file (or lies below one) or a symbolic link, a non-empty
+    folder without `overwrite`, and with `overwrite` a folder holding the snapshot or the current directory."""
+    if output_dir.is_symlink():
+        raise OutputFolderError(
+            f"{output_dir} is a symbolic link; pass the folder it points to ({output_dir.resolve()}) or a new folder."
+        )
+    existing = next((path for path in (output_dir, *output_dir.parents) if path.exists()), output_dir)
+    if existing.exists() and not existing.is_dir():
+        where = "" if existing == output_dir else f", so {output_dir} cannot be created"
+        raise OutputFolderError(f"{existing} is a file{where}; pass a folder path for the converted pipeline.")
+    if existing != output_dir or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise OutputFolderError(
+            f"{output_dir} already exists and is not empty; pass --overwrite (overwrite=True) to replace it as a whole,"
+            " or choose a new folder."
+        )
+    target = output_dir.resolve()
+    for kept, what in ((checkpoint_path, "the snapshot"), (Path.cwd(), "the current directory")):
+        resolved = kept.resolve()
+        if resolved == target or target in resolved.parents:
+            raise OutputFolderError(
+                f"{output_dir} is or holds {what} ({kept}), which --overwrite would delete; choose another output"
+                " folder."
+            )
+
+
+@contextmanager
+def _staging_folder(output_dir: Path) -> Iterator[Path]:
+    """A new temporary folder next to `output_dir` (on the same file system, so that it can be renamed into place),
+    removed when the block fails. A full, read-only or forbidden disk becomes an [`OutputFolderError`]."""
+    staging = None
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+        yield staging
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        code = _write_errno(error)
+        if code in _WRITE_ERRORS:
+            raise OutputFolderError(
+                f"cannot write {output_dir}: {_WRITE_ERRORS[code]} ({errno.errorcode[code]}); nothing was left there."
+            ) from error
+        raise
+
+
+def _write_errno(error: BaseException) -> int | None:
+    """The errno of a failed write: an OSError's, or the one safetensors' writer (whose errors are not OSErrors) puts
+    in its message, e.g. "I/O error: No space left on device (os error 28)"."""
+    if isinstance(error, OSError):
+        return error.errno
+    match = re.search(r"\(os error (\d+)\)", str(error)) if isinstance(error, SafetensorError) else None
+    return int(match.group(1)) if match else None
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Renames the complete `staging` folder to `output_dir`. An existing `output_dir` ([`_check_output_dir`] allowed
+    it) is first renamed aside and deleted only once the new folder is in place, so no old file is mixed in."""
+    if not output_dir.exists():
+        os.replace(staging, output_dir)
+        return
+    previous = staging.with_name(staging.name.replace(".partial-", ".previous-", 1))
+    os.replace(output_dir, previous)
+    try:
+        os.replace(staging, output_dir)
+    except BaseException:
+        os.replace(previous, output_dir)
+        raise
+    shutil.rmtree(previous)
 
 
 def _sha256(path: Path) -> str:
@@ -236,29 +365,37 @@ def _describe(result: ConversionResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (1 when `--verify` finds a problem, 2 for bad input)."""
+    """Command line entry point; returns the exit status (1 when `--verify` finds a problem, 2 for bad input, which is
+    reported as one `error: ...` line on stderr)."""
     parser = argparse.ArgumentParser(
         prog="python -m diffusers_edm.convert_edm_checkpoint",
         description="Convert an official EDM snapshot pickle into a diffusers-edm EDMPipeline folder without"
         " executing code from the pickle.",
     )
     parser.add_argument("checkpoint", help="official snapshot .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
-    parser.add_argument("output_dir", help="folder to write the pipeline to")
+    parser.add_argument("output_dir", help="folder to write the pipeline to (new or empty unless --overwrite)")
     parser.add_argument("--preset", choices=sorted(SAMPLER_PRESETS), default=None,
                         help="recommended sampler settings to store, named as for `generate --preset` (default:"
                         " inferred from the file name and shape)")
     parser.add_argument("--verify", action="store_true",
-                        help="run the converted denoiser on random inputs and check it (and the reloaded folder)")
+                        help="run the converted denoiser on random inputs and check it (and the reloaded folder) before"
+                        " the folder is moved into place")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing non-empty output folder as a whole, once the new one is complete")
     args = parser.parse_args(argv)
     try:
-        result = convert_edm_checkpoint(args.checkpoint, args.output_dir, preset=args.preset, verify=args.verify)
-    except (ValueError, FileNotFoundError) as error:  # UnsafeCheckpointError is a ValueError
+        result = convert_edm_checkpoint(args.checkpoint, args.output_dir, preset=args.preset, verify=args.verify,
+                                        overwrite=args.overwrite)
+    except VerificationFailedError as error:
+        print(error.report.summary())
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:  # UnsafeCheckpointError and OutputFolderError are ValueErrors
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(_describe(result))
     if result.verification is not None:
         print(result.verification.summary())
-        return 0 if result.verification.passed else 1
     return 0
 
 

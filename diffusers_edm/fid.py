@@ -41,13 +41,14 @@ from diffusers_edm.evaluation.reference import load_reference, save_reference
 from diffusers_edm.evaluation.sources import ImageFiles, dataset_images, generated_images
 from diffusers_edm.evaluation.statistics import FD_METHODS, frechet_distance
 from diffusers_edm.generate import (
-    _device_argument,
-    _positive_int,
-    _seeds_argument,
+    OneLineErrorParser,
     add_sampler_arguments,
+    device_argument,
     load_sampling_pipeline,
     parse_seeds,
+    positive_int,
     process_state,
+    seeds_argument,
 )
 from diffusers_edm.training.data import DataConfig, DatasetError, build_dataset
 
@@ -57,7 +58,7 @@ DEFAULT_NUM_IMAGES = 50_000
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: subcommands `ref` and `calc`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m diffusers_edm.fid",
         description="Fréchet distances (FID as EDM's fid.py, FD-DINOv2 as EDM2) of images, datasets and models. Launch"
         " with `accelerate launch -m diffusers_edm.fid ...` to split the work over processes.",
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--dataset_name", default=None, help="Hugging Face dataset id or local datasets path")
     ref.add_argument("--dataset_config_name", default=None, help="configuration of --dataset_name")
     ref.add_argument("--image_column", default="image", help="image column of --dataset_name")
-    ref.add_argument("--resolution", type=_positive_int, default=None,
+    ref.add_argument("--resolution", type=positive_int, default=None,
                      help="resize to this resolution as train_edm.py does (default: the data's own; 16 for the"
                      " digits)")
     ref.add_argument("--center_crop", action="store_true", help="crop to a centred square first, as train_edm.py")
@@ -82,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="folder or zip of generated images")
     source.add_argument("--model", "--network", help="EDMPipeline folder or Hub id: generate and score in memory")
     calc.add_argument("--ref", required=True, help="reference statistics: .npz path or URL")
-    calc.add_argument("--num", type=_positive_int, default=None,
+    calc.add_argument("--num", type=positive_int, default=None,
                       help=f"--images: number of images to score (default {DEFAULT_NUM_IMAGES}); fewer is an error,"
                       " more selects the seeded subset of fid.py")
     calc.add_argument("--seed", type=int, default=0, help="--images: seed of the subset (default 0)")
-    calc.add_argument("--seeds", type=_seeds_argument, default=None,
+    calc.add_argument("--seeds", type=seeds_argument, default=None,
                       help=f"--model: seeds of the images (default 0-{DEFAULT_NUM_IMAGES - 1})")
-    calc.add_argument("--repeats", type=_positive_int, default=1,
+    calc.add_argument("--repeats", type=positive_int, default=1,
                       help="--model: score this many seed sets, each shifted by the span of --seeds (3: seeds 0-49999,"
                       " 50000-99999, 100000-149999, the paper's protocol), and report the minimum")
     calc.add_argument("--out", default=None, help="also write the result to this JSON file")
@@ -104,12 +105,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector_path", default=None,
                         help="local copy of the named detector: the inception-2015-12-05.pt file, or a folder with"
                         " the DINOv2 model (for offline machines)")
-    parser.add_argument("--batch", type=_positive_int, default=64, help="images per detector call (default 64)")
+    parser.add_argument("--batch", type=positive_int, default=64, help="images per detector call (default 64)")
     parser.add_argument("--workers", type=int, default=min(3, os.cpu_count() or 1),
                         help="DataLoader workers reading image files (default: 3 as fid.py, at most the CPU count)")
     parser.add_argument("--fd_method", choices=FD_METHODS, default="sqrtm",
                         help="matrix square root: sqrtm (scipy, exactly as fid.py; default) or eigh (faster)")
-    parser.add_argument("--device", type=_device_argument, default=None,
+    parser.add_argument("--device", type=device_argument, default=None,
                         help="torch device (default: the process's accelerator, else the CPU)")
 
 

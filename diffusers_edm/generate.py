@@ -15,7 +15,8 @@ and the same seeds give the official script's images.
 
 Seeds, batches and processes (as the official script):
 
-* `--seeds` is a comma-separated list of non-negative integers and inclusive ranges: "0-63", "1,2,5-10".
+* `--seeds` is a comma-separated list of non-negative integers and inclusive ranges: "0-63", "1,2,5-10"; at most
+  `MAX_SEEDS` seeds per run.
 * With W processes and `--batch B`, the seeds (in the given order) are cut into K = ceil(len(seeds) / (B·W))·W
   consecutive chunks of near-equal size, as `torch.tensor_split(seeds, K)` does: with n seeds, the first n mod K
   chunks hold ⌊n/K⌋ + 1 seeds and the others ⌊n/K⌋. Every chunk holds at most B seeds.
@@ -38,11 +39,15 @@ checkpoint converter):
 
 Output: `{seed:06d}.png` in `--outdir`, or with `--subdirs` in the subfolder `{seed - seed % 1000:06d}`; pixels are
 clip(127.5·x + 128, 0, 255) truncated to uint8 (the pipeline's "pil" output), mode "L" for one channel, else "RGB".
+
+Mistakes (bad flags, an incomplete model folder, bad sampler settings) print one line, `<prog>: error: <what is wrong
+and how to fix it>`, and exit with status 2; unexpected errors keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -50,15 +55,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from accelerate import PartialState
+from diffusers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 # Absolute imports: the module also runs as a script (`accelerate launch diffusers_edm/generate.py`).
+from diffusers_edm.models.unet_edm import EDMPreconditionedUNet2DModel
 from diffusers_edm.pipelines.pipeline_edm import EDMPipeline
 from diffusers_edm.sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, read_num_inference_steps
 from diffusers_edm.schedulers.scheduling_edm_ablation import (
@@ -76,6 +85,9 @@ default)."""
 DEFAULT_BATCH = 64
 """Maximum batch size per process without `--batch` (the official default)."""
 
+MAX_SEEDS = 10_000_000
+"""Most seeds one seed list may hold: [`parse_seeds`] refuses longer lists before expanding them."""
+
 _SCHEDULER_FLAGS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho", "solver")
 """Flags that override the scheduler; each is stored under its `EDMHeunScheduler` config key."""
 
@@ -86,6 +98,9 @@ the official script."""
 _CHURN_KEYS = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 
 _SEED_ITEM = re.compile(r"(\d+)(?:-(\d+))?", re.ASCII)
+
+_MODEL_HINT = ("Pass a folder written by EDMPipeline.save_pretrained, train_edm.py or python -m"
+               " diffusers_edm.convert_edm_checkpoint (which converts EDM's .pkl files), or a Hub id.")
 
 
 @dataclass
@@ -147,10 +162,10 @@ def parse_seeds(text: str) -> list[int]:
         `list[int]`: the seeds in the given order, e.g. [1, 2, 5, 6, 7, 8, 9, 10].
 
     Raises:
-        `ValueError`: for an empty list, an item that is not an integer or range, a descending range, or a seed
-        given twice (its image would be generated and written twice).
+        `ValueError`: for an empty list, an item that is not an integer or range, a descending range, more than
+        `MAX_SEEDS` seeds, or a seed given twice (its image would be generated and written twice).
     """
-    seeds: list[int] = []
+    ranges: list[range] = []
     for item in text.split(","):
         match = _SEED_ITEM.fullmatch(item.strip())
         if match is None:
@@ -162,7 +177,14 @@ def parse_seeds(text: str) -> list[int]:
         last = first if match.group(2) is None else int(match.group(2))
         if last < first:
             raise ValueError(f"Seed range {item.strip()!r} is descending; write it as '{last}-{first}'.")
-        seeds.extend(range(first, last + 1))
+        ranges.append(range(first, last + 1))
+    count = sum(map(len, ranges))
+    if count > MAX_SEEDS:
+        raise ValueError(
+            f"The seed list {text!r} holds {count:,} seeds, more than the limit of {MAX_SEEDS:,} per run; split the"
+            " seeds over several runs."
+        )
+    seeds = [seed for seed_range in ranges for seed in seed_range]
     seen: set[int] = set()
     for seed in seeds:
         if seed in seen:
@@ -334,14 +356,14 @@ def check_class_label(class_label: int | None, num_class_labels: int) -> None:
         raise ValueError(f"--class must lie in [0, {num_class_labels}) for this model, got {class_label}.")
 
 
-def _seeds_argument(text: str) -> list[int]:
+def seeds_argument(text: str) -> list[int]:
     try:
         return parse_seeds(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError as error:
@@ -351,7 +373,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _device_argument(text: str) -> str:
+def device_argument(text: str) -> str:
     try:
         torch.device(text)
     except RuntimeError as error:
@@ -359,9 +381,16 @@ def _device_argument(text: str) -> str:
     return text
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An `ArgumentParser` that reports a bad argument in one line (no usage text; `--help` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line. Flag names follow the official script where they exist (`--S_churn` etc. are aliases)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m diffusers_edm.generate",
         description="Generate images with a saved EDMPipeline, seed for seed as EDM's generate.py. Launch with"
         " `accelerate launch -m diffusers_edm.generate ...` to split the seeds over processes.",
@@ -369,13 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "--network", required=True,
                         help="EDMPipeline folder or Hugging Face Hub id")
     parser.add_argument("--outdir", required=True, help="where to save the images")
-    parser.add_argument("--seeds", type=_seeds_argument, default=parse_seeds("0-63"),
+    parser.add_argument("--seeds", type=seeds_argument, default=parse_seeds("0-63"),
                         help="seeds, e.g. '0-63' or '1,2,5-10' (default: 0-63)")
     parser.add_argument("--subdirs", action="store_true", help="one subfolder per 1000 seeds")
-    parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH,
+    parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
                         help=f"maximum batch size per process (default: {DEFAULT_BATCH})")
     add_sampler_arguments(parser)
-    parser.add_argument("--device", type=_device_argument, default=None,
+    parser.add_argument("--device", type=device_argument, default=None,
                         help="torch device (default: the process's accelerator, else the CPU); the seeds' generators"
                         " live on it, so CPU and CUDA give different images")
     return parser
@@ -390,7 +419,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                         f" {', '.join(SAMPLER_PRESETS)}: the official README's for the datasets, the paper's Table 5"
                         " (recalled) for baseline-*; explicit flags override them")
     sampler = parser.add_argument_group("sampler (default: the model's saved scheduler config)")
-    sampler.add_argument("--steps", type=_positive_int, default=None,
+    sampler.add_argument("--steps", type=positive_int, default=None,
                          help="sampler steps N (default: the preset's, else num_inference_steps from the model's"
                          f" {SAMPLER_SETTINGS_FILE} written by the converter, else {DEFAULT_STEPS})")
     sampler.add_argument("--churn", "--S_churn", dest="s_churn", type=float, default=None,
@@ -433,6 +462,67 @@ class SamplingSetup:
     changed_settings: dict[str, Any]
 
 
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """
+    Checks that a local pipeline folder is complete before diffusers loads it: `model_index.json`, the configs of
+    the unet and the scheduler, and the unet's weights (a `.safetensors` file must be whole).
+
+    Raises:
+        `ValueError`: naming the folder and the file that is missing, unreadable or truncated.
+    """
+    root = Path(folder)
+    if not (root / EDMPipeline.config_name).is_file():
+        raise ValueError(f"{root} is not a pipeline folder: it has no {EDMPipeline.config_name}. {_MODEL_HINT}")
+    refetch = "Copy or download the whole model folder again, or re-save it with EDMPipeline.save_pretrained."
+    index = _read_json_file(root, EDMPipeline.config_name, refetch)
+    for component, config_name in (("unet", EDMPreconditionedUNet2DModel.config_name),
+                                   ("scheduler", EDMHeunScheduler.config_name)):
+        if component not in index:
+            raise ValueError(f"{root / EDMPipeline.config_name} lists no {component!r}: {root} is not an"
+                             f" EDMPipeline folder. {refetch}")
+        _read_json_file(root, f"{component}/{config_name}", refetch)
+    safetensors_file = root / "unet" / SAFETENSORS_WEIGHTS_NAME
+    if safetensors_file.is_file():
+        try:
+            with safe_open(safetensors_file, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"Model folder {root}: unet/{SAFETENSORS_WEIGHTS_NAME} is truncated or corrupt"
+                             f" ({error}). {refetch}") from error
+    elif not any((root / "unet" / name).is_file()
+                 for name in (WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_INDEX_NAME)):
+        raise ValueError(f"Model folder {root} is incomplete: the unet's weights (unet/{SAFETENSORS_WEIGHTS_NAME})"
+                         f" are missing. {refetch}")
+
+
+def _read_json_file(folder: Path, name: str, fix: str) -> dict[str, Any]:
+    """The JSON object in `folder/name`; a `ValueError` naming the folder and file when it is missing or garbled."""
+    path = folder / name
+    if not path.is_file():
+        raise ValueError(f"Model folder {folder} is incomplete: {name} is missing. {fix}")
+    try:
+        content = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, or not JSON
+        raise ValueError(f"Model folder {folder}: {name} is not valid JSON ({error}). {fix}") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"Model folder {folder}: {name} holds a {type(content).__name__}, not a JSON object. {fix}")
+    return content
+
+
+def _check_model_argument(model: str) -> None:
+    """Checks a local `--model` folder with [`check_model_folder`]; a `ValueError` when `model` is neither a folder
+    nor a Hugging Face Hub id."""
+    if os.path.isdir(model):
+        check_model_folder(model)
+        return
+    if os.path.exists(model):
+        raise ValueError(f"--model {model} is a file, not a pipeline folder. {_MODEL_HINT}")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(f"--model {model} does not exist (and is not a Hugging Face Hub id). {_MODEL_HINT}") from None
+
+
 def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device: torch.device) -> SamplingSetup:
     """
     Loads `args.model` and sets its sampler from `--preset`, the sampler flags and the model's saved settings (see
@@ -444,10 +534,15 @@ def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device
         device (`torch.device`): where to sample.
 
     Raises:
-        ValueError: invalid sampler settings, a bad `sampler_settings.json` or a `--class` the model cannot take.
+        ValueError: a missing or incomplete model (see [`check_model_folder`]), invalid sampler settings, a bad
+        `sampler_settings.json` or a `--class` the model cannot take.
     """
+    _check_model_argument(args.model)
     with state.main_process_first():  # the main process downloads a Hub model first; the others then read its cache
-        pipe = EDMPipeline.from_pretrained(args.model)
+        try:
+            pipe = EDMPipeline.from_pretrained(args.model)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Could not load --model {args.model}: {_one_line(error)}") from error
         needs_saved_steps = args.steps is None and args.preset is None
         settings_file = sampler_settings_file(args.model) if needs_saved_steps else None
     saved_steps = None if settings_file is None else read_num_inference_steps(settings_file)
@@ -486,6 +581,11 @@ def process_state(device: str | None = None) -> PartialState:
     return state
 
 
+def _one_line(error: BaseException) -> str:
+    """The message of `error` on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _has_accelerator() -> bool:
     if hasattr(torch, "accelerator"):  # torch >= 2.6
         return torch.accelerator.is_available()
@@ -502,7 +602,8 @@ def save_images(images: Sequence[Any], seeds: Sequence[int], outdir: str | os.Pa
 
 def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     """
-    Command line entry point (see the module docstring). Exits with status 2 and a message for bad arguments.
+    Command line entry point (see the module docstring). A mistake in the arguments or the model prints one line and
+    exits with status 2.
 
     Args:
         argv (`Sequence[str]`, *optional*): the arguments; `None` reads `sys.argv`.
@@ -518,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     try:
         setup = load_sampling_pipeline(args, state, device)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(_one_line(error))
     pipe, steps = setup.pipe, setup.num_inference_steps
 
     batches = rank_batches(args.seeds, args.batch, state.num_processes, state.process_index)

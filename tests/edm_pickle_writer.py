@@ -110,6 +110,35 @@ class PersistentObject:
         return _reconstruct_persistent_obj, (self.meta,)
 
 
+class CraftedTensor:
+    """A tensor pickled as `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`
+    with any view over any storage, as a corrupt or crafted file may hold it; `values` become the storage (pickled by
+    torch, with `torch.storage._load_from_bytes`)."""
+
+    def __init__(self, values: torch.Tensor, size: tuple[int, ...], stride: tuple[int, ...], offset: int = 0) -> None:
+        self.values, self.size, self.stride, self.offset = values, tuple(size), tuple(stride), offset
+
+    def __reduce__(self) -> tuple:
+        storage = torch.storage.TypedStorage(wrap_storage=self.values.untyped_storage(), dtype=self.values.dtype,
+                                             _internal=True)
+        return torch._utils._rebuild_tensor_v2, (storage, self.offset, self.size, self.stride, False, OrderedDict())
+
+
+def replace_tensor(snapshot: dict, key: str, tensor: Any) -> None:
+    """Puts `tensor` (e.g. a [`CraftedTensor`]) in place of the tensor `key` (official name, e.g.
+    "model.map_layer0.weight") of a [`snapshot_object`]."""
+    *path, leaf = key.split(".")
+    module = snapshot["ema"]
+    for name in path:
+        children = module._modules if isinstance(module, nn.ModuleDict) else module.meta["state"]["_modules"]
+        module = children[name]
+    state = module.meta["state"]
+    entries = state["_parameters"] if leaf in state["_parameters"] else state["_buffers"]
+    if leaf not in entries:
+        raise KeyError(f"the snapshot has no tensor {key!r}")
+    entries[leaf] = tensor
+
+
 def module_state(parameters: dict, buffers: dict, modules: dict, attributes: dict, init_kwargs: dict) -> dict:
     """The `__dict__` of an eval-mode `torch.nn.Module` with the given contents, plus the persistence fields."""
     state = {key: (OrderedDict() if isinstance(value, OrderedDict) else value)

@@ -456,16 +456,20 @@ def test_mixed_sizes_without_resolution_is_an_error(tmp_path):
         build_dataset(DataConfig(train_data_dir=str(tmp_path)))
 
 
-def test_mixed_modes_follow_the_first_image_and_are_reported_once(tmp_path, caplog):
+def test_mixed_grayscale_and_colour_become_rgb_whatever_the_order_and_are_reported_once(tmp_path, caplog):
+    # Deliberate change: the first file in sort order used to decide the channels (here: grayscale).
     gray = _save(tmp_path / "a.png", _random_uint8(0, (4, 4)))
     rgb = _save(tmp_path / "b.png", _random_uint8(1, (4, 4, 3)))
-    _save(tmp_path / "c.png", _random_uint8(2, (4, 4, 4)), mode="RGBA")
+    rgba = _save(tmp_path / "c.png", _random_uint8(2, (4, 4, 4)), mode="RGBA")
     with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
         dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path)))
-    assert dataset.num_channels == 1
-    torch.testing.assert_close(dataset[0][0], _expected(gray), rtol=0, atol=0)
-    torch.testing.assert_close(dataset[1][0], _expected(np.asarray(Image.fromarray(rgb).convert("L"))), rtol=0, atol=0)
-    assert caplog.text.count("mixed modes") == 1 and "b.png is RGB" in caplog.text
+    assert dataset.num_channels == 3
+    torch.testing.assert_close(dataset[0][0], _expected(np.repeat(gray[:, :, None], 3, axis=2)), rtol=0, atol=0)
+    torch.testing.assert_close(dataset[1][0], _expected(rgb), rtol=0, atol=0)
+    torch.testing.assert_close(dataset[2][0], _expected(rgba[:, :, :3]), rtol=0, atol=0)
+    assert caplog.text.count("mix grayscale and colour") == 1
+    assert "1 are grayscale (e.g. " in caplog.text and "a.png, mode L" in caplog.text
+    assert "2 colour (e.g. " in caplog.text and "b.png, mode RGB" in caplog.text
 
 
 def test_rgba_palette_and_16_bit_images(tmp_path):

@@ -43,6 +43,12 @@ constructor order."""
 DEFAULT_MODEL_CLASS = {"EDMPrecond": "DhariwalUNet", "VPPrecond": "SongUNet", "VEPrecond": "SongUNet",
                        "iDDPMPrecond": "DhariwalUNet"}
 
+MAX_NESTING = 32
+"""Deepest nesting of modules or configuration values accepted (the official networks nest a few levels)."""
+
+MAX_CONFIG_ITEMS = 100_000
+"""Most values one recorded configuration (constructor arguments, `dataset_kwargs`) may hold."""
+
 _COMMON_PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16")
 IMAGE_MODEL_ARGS = ("img_resolution", "in_channels", "out_channels", "label_dim", "augment_dim")
 """Network constructor arguments that `EDMPreconditionedUNet2DModel` takes at its top level (`sample_size`,
@@ -187,7 +193,7 @@ def snapshot_from_records(ema: Any, dataset_kwargs: dict[str, Any] | None, name:
     _check_model_kwargs(model_kwargs, native_class, precond_class, img_resolution, img_channels, label_dim, name)
 
     state_dict: dict[str, torch.Tensor] = {}
-    _collect_state_dict(ema, "", state_dict, name)
+    _collect_state_dict(ema, "", state_dict, name, set())
     return EDMSnapshot(
         precond_class=precond_class,
         img_resolution=img_resolution,
@@ -261,12 +267,18 @@ def _check_model_kwargs(
             )
 
 
-def _collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], name: str) -> None:
+def _collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], name: str, visited: set[int]) -> None:
     """Adds the tensors of a module record under the keys `torch.nn.Module.state_dict()` gives them: its parameters,
-    its persistent buffers, then those of its submodules, dotted."""
+    its persistent buffers, then those of its submodules, dotted. `visited` holds the ids of the records seen: a
+    module met twice (shared, or nested in itself) is refused, so a crafted pickle cannot make the walk exponential
+    or endless."""
     where = prefix.rstrip(".") or "ema"
     if not isinstance(record, (PersistentObjectRecord, TorchModuleDictRecord)):
         raise ValueError(f"{name}: '{where}' is a {type(record).__name__}, not a network module.")
+    if id(record) in visited or prefix.count(".") > MAX_NESTING:
+        raise ValueError(f"{name}: '{where}' repeats a module or nests modules over {MAX_NESTING} levels deep; EDM"
+                         " networks do neither, so the file is corrupt or crafted.")
+    visited.add(id(record))
     state = record.state
     parameters, buffers, modules = (state.get(key) for key in ("_parameters", "_buffers", "_modules"))
     if not all(isinstance(entry, dict) for entry in (parameters, buffers, modules)):
@@ -281,7 +293,7 @@ def _collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], 
         out[prefix + key] = tensor.detach()
     for key, child in modules.items():
         if child is not None:
-            _collect_state_dict(child, f"{prefix}{key}.", out, name)
+            _collect_state_dict(child, f"{prefix}{key}.", out, name, visited)
 
 
 def _optional_plain(value: Any) -> Any:
@@ -306,11 +318,28 @@ def _number(value: Any, what: str) -> float | int:
 
 def _plain(value: Any, what: str) -> Any:
     """The value with tuples as lists and EasyDicts as dicts, so that it serializes to JSON; other objects (records,
-    tensors) are an error."""
-    if isinstance(value, (EasyDictRecord, Mapping)):
-        return {str(key): _plain(item, what) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, what) for item in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ValueError(f"{what} holds a {type(value).__name__}, which is not plain configuration data.")
+    tensors), nesting deeper than [`MAX_NESTING`] (or cycles) and more than [`MAX_CONFIG_ITEMS`] values are an
+    error."""
+    count = 0
+
+    def convert(item: Any, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if depth > MAX_NESTING or count > MAX_CONFIG_ITEMS:
+            raise ValueError(f"{what} nests deeper than {MAX_NESTING} levels or holds over {MAX_CONFIG_ITEMS} values,"
+                             " which is not plain configuration data.")
+        if isinstance(item, (EasyDictRecord, Mapping)):
+            return {_plain_key(key, what): convert(entry, depth + 1) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [convert(entry, depth + 1) for entry in item]
+        if item is None or isinstance(item, (bool, int, float, str)):
+            return item
+        raise ValueError(f"{what} holds a {type(item).__name__}, which is not plain configuration data.")
+
+    return convert(value, 0)
+
+
+def _plain_key(key: Any, what: str) -> str:
+    if key is not None and not isinstance(key, (bool, int, float, str)):
+        raise ValueError(f"{what} has a {type(key).__name__} key, which is not plain configuration data.")
+    return str(key)

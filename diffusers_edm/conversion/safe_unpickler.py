@@ -6,12 +6,15 @@ An official snapshot (`network-snapshot-*.pkl`, `edm-*.pkl`) is a plain `pickle`
 `meta` holds the full source code of the defining module (`module_src`), which a normal `pickle.load` executes. This
 module's unpickler maps that call, `dnnlib.util.EasyDict` and `torch.nn.ModuleDict` to inert records and numpy scalars
 to Python numbers, rebuilds tensors with torch's own functions (the storage bytes are read with
-`torch.load(weights_only=True)`), and refuses every other global, so no code from the file ever runs.
+`torch.load(weights_only=True)`), and refuses every other global, so no code from the file ever runs. Every tensor's
+view is checked against its storage before torch sees it, so a crafted view can neither make torch grow the storage
+(uninitialised memory) nor read outside it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import warnings
@@ -98,11 +101,62 @@ def _load_storage_from_bytes(data: Any) -> torch.storage.TypedStorage | torch.Un
             storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as error:
         raise UnsafeCheckpointError(
-            f"a tensor storage could not be read with torch.load(weights_only=True): {error}"
+            f"a tensor storage could not be read with torch.load(weights_only=True): {_specific_reason(error)}"
         ) from error
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafeCheckpointError(f"tensor storage bytes decoded to a {type(storage).__name__}, not a storage.")
     return storage
+
+
+def _specific_reason(error: Exception) -> str:
+    """The line of a `torch.load` error that says what is wrong (its weights_only errors surround it with advice to
+    load the file unsafely, which must not reach the user)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
+    return (specific or lines or [type(error).__name__])[0]
+
+
+TENSOR_DTYPES = frozenset({torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
+                           torch.bfloat16, torch.float32, torch.float64})
+"""Element types a snapshot tensor may have."""
+
+
+@dataclass
+class RefusedTensor:
+    """Stands in for a pickled tensor whose view does not fit its storage; [`load_snapshot_pickle`] refuses the file,
+    naming where the tensor sits. Nothing was allocated for it. It is unhashable, so it can only sit where the search
+    for it looks (values of dicts, lists, tuples and module records), never in a set or a dict key.
+
+    Attributes:
+        reason (`str`): what is inconsistent, e.g. "declares 64 elements but its storage holds 1".
+    """
+
+    reason: str
+
+
+def view_problem(storage: torch.storage.TypedStorage, offset: int, size: tuple[int, ...],
+                 stride: tuple[int, ...]) -> str | None:
+    """What is wrong with the strided view (offset, size, stride) of `storage`, or None when it lies inside it.
+
+    The view must have a known element type, as many strides as sizes, no negative size, stride or offset, its
+    last element (offset + Σ (size_i − 1) stride_i) inside the storage, and no more elements than the storage holds
+    (a snapshot's tensors never repeat elements with zero strides). Only integers are compared: nothing is allocated.
+    """
+    if storage.dtype not in TENSOR_DTYPES:
+        return f"has element type {storage.dtype}, which a snapshot never holds"
+    if len(size) != len(stride):
+        return f"has {len(size)} sizes but {len(stride)} strides"
+    if offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
+        return f"has a negative size, stride or offset (size {size}, stride {stride}, offset {offset})"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+        available = storage.size()
+    numel = math.prod(size)
+    end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else offset
+    if end > available or numel > available:
+        return (f"declares {numel} elements (size {size}, stride {stride}, offset {offset}) but its storage holds"
+                f" {available}")
+    return None
 
 
 def _check_no_hooks(backward_hooks: Any) -> None:
@@ -118,10 +172,11 @@ def _rebuild_tensor(
     requires_grad: Any,
     backward_hooks: Any,
     metadata: Any = None,
-) -> torch.Tensor:
-    """`torch._utils._rebuild_tensor_v2` after checking that its arguments are plain tensor data."""
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
-        raise UnsafeCheckpointError(f"a tensor was rebuilt from a {type(storage).__name__}, not a storage.")
+) -> torch.Tensor | RefusedTensor:
+    """`torch._utils._rebuild_tensor_v2` after checking that its arguments are plain tensor data, or a
+    [`RefusedTensor`] when the view does not fit its storage (see [`view_problem`])."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeCheckpointError(f"a tensor was rebuilt from a {type(storage).__name__}, not a typed storage.")
     integer_tuples = all(isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)
                          for shape in (size, stride))
     if not isinstance(storage_offset, int) or not integer_tuples or not isinstance(requires_grad, bool):
@@ -129,14 +184,17 @@ def _rebuild_tensor(
     _check_no_hooks(backward_hooks)
     if metadata:
         raise UnsafeCheckpointError("a pickled tensor carries metadata; EDM snapshots never do.")
+    problem = view_problem(storage, storage_offset, size, stride)
+    if problem is not None:
+        return RefusedTensor(problem)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
         return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, False, OrderedDict())
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> torch.Tensor:
+def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> torch.Tensor | RefusedTensor:
     """`torch._utils._rebuild_parameter`, returning the plain tensor (only the values are needed)."""
-    if not isinstance(data, torch.Tensor) or not isinstance(requires_grad, bool):
+    if not isinstance(data, (torch.Tensor, RefusedTensor)) or not isinstance(requires_grad, bool):
         raise UnsafeCheckpointError("a torch.nn.Parameter was rebuilt from something other than a tensor.")
     _check_no_hooks(backward_hooks)
     return data
@@ -167,7 +225,8 @@ def _numpy_scalar(dtype: Any, data: Any) -> bool | int | float | complex:
     """Stand-in for `numpy.core.multiarray.scalar`: the official networks compute some attributes with numpy (e.g.
     SongUNet's `skip_scale = np.sqrt(0.5)`), so snapshots hold numpy scalars; they are returned as Python numbers."""
     if not isinstance(dtype, NumpyDtypeRecord) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
-        raise UnsafeCheckpointError("a numpy scalar was pickled with something other than a numeric dtype and its bytes.")
+        raise UnsafeCheckpointError("a numpy scalar was pickled with something other than a numeric dtype and its"
+                                    " bytes.")
     return np.frombuffer(data, dtype=dtype.dtype)[0].item()
 
 
@@ -222,26 +281,76 @@ def load_snapshot_pickle(path: str | os.PathLike) -> Any:
         [`TorchModuleDictRecord`], `EasyDict` as [`EasyDictRecord`] and tensors as CPU `torch.Tensor`s.
 
     Raises:
-        UnsafeCheckpointError: the pickle references a global outside [`SAFE_GLOBALS`].
-        ValueError: the file is not a pickle (e.g. a `torch.save` zip archive or a safetensors file) or is corrupt.
+        UnsafeCheckpointError: the pickle references a global outside [`SAFE_GLOBALS`], or a tensor's view does not
+            fit its storage (see [`view_problem`]).
+        FileNotFoundError: there is no file at `path`.
+        ValueError: `path` is a directory or unreadable, or the file is not a pickle (e.g. a `torch.save` zip archive
+            or a safetensors file) or is corrupt.
     """
-    with open(path, "rb") as f:
-        header = f.read(2)
-        if header[:2] == _ZIP_MAGIC[:2]:
-            raise ValueError(
-                f"{os.fspath(path)} is a zip archive (a torch.save checkpoint?), not an EDM snapshot pickle; pass the"
-                " .pkl written by EDM's training loop or downloaded from the EDM release."
-            )
-        if len(header) < 2 or header[0] != pickle.PROTO[0] or not 2 <= header[1] <= pickle.HIGHEST_PROTOCOL:
-            raise ValueError(
-                f"{os.fspath(path)} is not a pickle file (it starts with {header!r}); pass an EDM snapshot .pkl."
-            )
-        f.seek(0)
-        try:
-            return EDMSnapshotUnpickler(f).load()
-        except UnsafeCheckpointError:
-            raise
-        except Exception as error:  # corrupt pickles raise many different errors; report them as bad input
-            raise ValueError(
-                f"{os.fspath(path)} could not be read as an EDM snapshot pickle ({type(error).__name__}: {error})."
-            ) from error
+    name = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name} is a directory; pass the snapshot .pkl file in it (e.g. network-snapshot-*.pkl).")
+    try:
+        with open(path, "rb") as f:
+            contents = _unpickle(f, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name} does not exist; pass the path of an EDM snapshot .pkl.") from None
+    except PermissionError:
+        raise ValueError(f"{name} cannot be read (permission denied); make it readable or copy it.") from None
+    refused = _find_refused_tensor(contents)
+    if refused is not None:
+        where, tensor = refused
+        raise UnsafeCheckpointError(
+            f"{name}: tensor '{where}' {tensor.reason}; the file is corrupt or crafted (download or export it again)."
+        )
+    return contents
+
+
+def _unpickle(f: io.BufferedReader, name: str) -> Any:
+    """Checks that `f` starts like a pickle, then unpickles it with [`EDMSnapshotUnpickler`]."""
+    header = f.read(2)
+    if header[:2] == _ZIP_MAGIC[:2]:
+        raise ValueError(
+            f"{name} is a zip archive (a torch.save checkpoint?), not an EDM snapshot pickle; pass the .pkl written by"
+            " EDM's training loop or downloaded from the EDM release."
+        )
+    if len(header) < 2 or header[0] != pickle.PROTO[0] or not 2 <= header[1] <= pickle.HIGHEST_PROTOCOL:
+        raise ValueError(f"{name} is not a pickle file (it starts with {header!r}); pass an EDM snapshot .pkl.")
+    f.seek(0)
+    try:
+        return EDMSnapshotUnpickler(f).load()
+    except UnsafeCheckpointError:
+        raise
+    except Exception as error:  # corrupt pickles raise many different errors; report them as bad input
+        raise ValueError(
+            f"{name} could not be read as an EDM snapshot pickle ({type(error).__name__}: {error})."
+        ) from error
+
+
+_MODULE_ENTRIES = ("_parameters", "_buffers", "_modules")
+
+
+def _find_refused_tensor(contents: Any) -> tuple[str, RefusedTensor] | None:
+    """The first [`RefusedTensor`] in the unpickled contents and its dotted location (module entries named as in a
+    `state_dict`, e.g. "ema.model.enc.16x16_conv.weight"), or None. Iterative, so deep nesting cannot overflow."""
+    pending: list[tuple[str, Any]] = [("", contents)]
+    seen: set[int] = set()
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, RefusedTensor):
+            return where or "<top level>", item
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (PersistentObjectRecord, TorchModuleDictRecord)):
+            children = []
+            for entry, value in item.state.items():  # a module's tensors and submodules are named without the entry
+                children += value.items() if entry in _MODULE_ENTRIES and isinstance(value, dict) else [(entry, value)]
+        elif isinstance(item, dict):
+            children = list(item.items())
+        elif isinstance(item, (list, tuple)):
+            children = list(enumerate(item))
+        else:
+            continue
+        pending += [(f"{where}.{key}" if where else str(key), value) for key, value in reversed(children)]
+    return None

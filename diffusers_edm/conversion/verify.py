@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.pipeline_edm import EDMPipeline
@@ -141,9 +142,17 @@ def verify_conversion(snapshot: EDMSnapshot, pipeline: EDMPipeline, output_dir: 
     converted = converted_denoiser_output(unet, inputs)
     report.add(bool(torch.isfinite(converted).all()), f"converted denoiser gives finite D(x; σ) at σ = {sigmas}")
 
-    reloaded_pipeline = EDMPipeline.from_pretrained(output_dir)
+    bars_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # the report is the output: no loading or sampling bars
+    try:
+        reloaded_pipeline = EDMPipeline.from_pretrained(output_dir)
+        reloaded_pipeline.set_progress_bar_config(disable=True)
+    finally:
+        if bars_enabled:
+            diffusers_logging.enable_progress_bar()
     reloaded = converted_denoiser_output(reloaded_pipeline.unet.eval(), inputs)
-    report.add(torch.equal(reloaded, converted), f"the folder reloaded from {os.fspath(output_dir)} gives identical D")
+    report.add(torch.allclose(reloaded, converted, rtol=0.0, atol=0.0, equal_nan=True),
+               "the saved folder, reloaded with from_pretrained, gives identical D")
 
     scale = max(1.0, converted.abs().max().item())
     reference = reference_denoiser_output(snapshot, inputs)

@@ -15,6 +15,15 @@ or an empty `[0]` tensor when training unconditionally. Four sources are underst
 
 Every image is decoded once into a `uint8` tensor held in memory (converted to float on access), so every problem with
 the data (unreadable files, mixed sizes, missing labels, ...) surfaces as a `DatasetError` before training starts.
+
+Channels: the images are grayscale (1 channel) when every image used is grayscale (PIL modes `1`, `L`, `LA`, `I;16`),
+else RGB (3 channels), whatever their order. When grayscale and colour images are mixed, each grayscale image is copied
+to the three channels and a warning names one image of each kind. Alpha is dropped, palette images are expanded.
+
+Labels: integer labels are class indices, giving K = largest label + 1 classes (as EDM). K may exceed the number of
+images only up to `SMALL_CLASS_COUNT` (a few images that keep e.g. ImageNet's class indices) and never
+`MAX_CLASSES`: a larger K is almost always a stray label, and would allocate K-long label vectors and a K-row class
+embedding. Label files (`metadata.jsonl`/`.csv`, `dataset.json`) must be UTF-8 (a byte-order mark is allowed).
 """
 
 from __future__ import annotations
@@ -42,6 +51,10 @@ DIGITS_DEFAULT_RESOLUTION = 16
 DEFAULT_LABEL_COLUMN = "label"
 METADATA_FILE_NAMES = ("metadata.jsonl", "metadata.csv")
 EDM_LABELS_FILE_NAME = "dataset.json"
+MAX_CLASSES = 100_000
+"""Most classes integer labels may define (ImageNet-21k has 21,841)."""
+SMALL_CLASS_COUNT = 1_000
+"""Class counts up to this are accepted even when the dataset has fewer images than classes."""
 
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N"})
 _UNSUPPORTED_MODES = frozenset({"I", "F"})
@@ -194,7 +207,8 @@ class _ImageRecords:
 
     `describe(i)` names image `i` in messages without reading it; `read(i)` returns its encoded bytes. `labels` holds
     one raw label per image (`None` where an image has none), or is `None` when the source has no labels at all.
-    `class_names`, when given, means the labels are indices into it. `label_hint` tells users how to add labels.
+    `class_names`, when given, means the labels are indices into it. `label_source` names where the labels come from
+    (e.g. the metadata file); `label_hint` tells users how to add labels.
     """
 
     count: int
@@ -203,6 +217,7 @@ class _ImageRecords:
     labels: list[object] | None
     class_names: list[str] | None
     description: str
+    label_source: str
     label_hint: str
 
 
@@ -357,8 +372,8 @@ def _resolve_labels(records: _ImageRecords, config: DataConfig) -> tuple[np.ndar
         is_integer = isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_))
         if not (is_integer or isinstance(label, str)) or (is_integer and label < 0):
             raise DatasetError(
-                f"{records.describe(index)} has label {label!r}; labels must be non-negative integer class indices or "
-                "class-name strings. Fix the label, or pass --unconditional."
+                f"{records.describe(index)} has label {label!r} in {records.label_source}; labels must be non-negative "
+                "integer class indices or class-name strings. Fix the label, or pass --unconditional."
             )
     if all(isinstance(label, str) for label in labels):
         class_names = sorted(set(labels))
@@ -370,34 +385,33 @@ def _resolve_labels(records: _ImageRecords, config: DataConfig) -> tuple[np.ndar
             f"{records.describe(index)} has the string label {labels[index]!r} but other images have integer labels. "
             "Use one kind of label for every image."
         )
-    class_indices = np.asarray(labels, dtype=np.int64)
-    return class_indices, int(class_indices.max()) + 1, None
+    largest = max(labels)
+    num_classes = int(largest) + 1
+    if num_classes > min(MAX_CLASSES, max(records.count, SMALL_CLASS_COUNT)):
+        reason = f"above the limit of {MAX_CLASSES:,}" if num_classes > MAX_CLASSES else "more than there are images"
+        raise DatasetError(
+            f"{records.describe(labels.index(largest))} has label {largest} in {records.label_source}, which makes "
+            f"{num_classes:,} classes for {records.count:,} images ({reason}; integer labels are class indices 0 to "
+            "K-1). Fix that label or renumber the classes 0, 1, 2, ..., or pass --unconditional."
+        )
+    return np.asarray(labels, dtype=np.int64), num_classes, None
 
 
 def _decode_images(records: _ImageRecords, selected: np.ndarray, config: DataConfig) -> np.ndarray:
-    """Decode the selected images into a `uint8` `[N, C, H, W]` array with one channel mode and one square size."""
+    """Decode the selected images into a `uint8` `[N, C, H, W]` array of one square size: grayscale when every image
+    is, else RGB (grayscale images copied to the three channels, with a warning naming an image of each kind)."""
     images = None
-    first_name = first_mode = target_mode = None
-    reported_mixed_modes = reported_aspect_change = False
+    first_name = None
+    examples: dict[bool, tuple[str, str]] = {}  # is_grayscale -> (name, mode) of the first such image
+    counts = {True: 0, False: 0}
+    reported_aspect_change = False
     for position, index in enumerate(selected.tolist()):
         name = records.describe(index)
         image = _open_image(records, index, name)
-        if target_mode is None:
-            first_name, first_mode = name, image.mode
-            target_mode = "L" if image.mode in _GRAYSCALE_MODES else "RGB"
-        elif image.mode != first_mode and not reported_mixed_modes:
-            logger.warning(
-                "Images have mixed modes: %s is %s but %s is %s; converting every image to %s (%d channel%s).",
-                first_name,
-                first_mode,
-                name,
-                image.mode,
-                target_mode,
-                1 if target_mode == "L" else 3,
-                "" if target_mode == "L" else "s",
-            )
-            reported_mixed_modes = True
-        image = _convert_mode(image, target_mode, name)
+        is_grayscale = image.mode in _GRAYSCALE_MODES
+        examples.setdefault(is_grayscale, (name, image.mode))
+        counts[is_grayscale] += 1
+        image = _convert_mode(image, "L" if is_grayscale else "RGB", name)
         if config.center_crop:
             side = min(image.size)
             left, top = (image.width - side) // 2, (image.height - side) // 2
@@ -429,8 +443,26 @@ def _decode_images(records: _ImageRecords, selected: np.ndarray, config: DataCon
         if array.ndim == 2:
             array = array[:, :, None]
         if images is None:
+            first_name = name
             images = np.empty((len(selected), array.shape[2], array.shape[0], array.shape[1]), dtype=np.uint8)
+        elif array.shape[2] < images.shape[1]:
+            array = np.repeat(array, 3, axis=2)
+        elif array.shape[2] > images.shape[1]:  # the first colour image: the grayscale ones so far become RGB
+            images = np.repeat(images, 3, axis=1)
         images[position] = array.transpose(2, 0, 1)
+    if len(examples) == 2:
+        (gray_name, gray_mode), (colour_name, colour_mode) = examples[True], examples[False]
+        logger.warning(
+            "Images mix grayscale and colour: %d are grayscale (e.g. %s, mode %s) and %d colour (e.g. %s, mode %s). "
+            "Training on RGB with each grayscale image copied to the three channels; to train in grayscale, convert "
+            "every image to grayscale first.",
+            counts[True],
+            gray_name,
+            gray_mode,
+            counts[False],
+            colour_name,
+            colour_mode,
+        )
     return images
 
 
@@ -516,6 +548,7 @@ def _imagefolder_records(root: Path, config: DataConfig) -> _ImageRecords:
         labels=labels,
         class_names=class_names,
         description=f"image folder {root}",
+        label_source=str(metadata_path) if metadata_path is not None else f"the class sub-folders of {root}",
         label_hint=label_hint,
     )
 
@@ -525,13 +558,17 @@ def _labels_from_metadata(
 ) -> list[object] | None:
     """Per-image labels from an `imagefolder` metadata file (`file_name` relative to `root`), `None` if absent."""
     try:
-        text = metadata_path.read_text(encoding="utf-8")
+        data = metadata_path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"Could not read {metadata_path} ({error}). Fix or remove the metadata file.") from error
+    text = _decode_text(data, str(metadata_path))
+    try:
         if metadata_path.suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             rows = list(csv.DictReader(io.StringIO(text)))
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"Could not read {metadata_path} ({error}). Fix or remove the metadata file.") from error
+    except ValueError as error:
+        raise DatasetError(f"Could not parse {metadata_path} ({error}). Fix or remove the metadata file.") from error
     columns = sorted({column for row in rows if isinstance(row, dict) for column in row})
     if not rows or not all(isinstance(row, dict) and "file_name" in row for row in rows):
         raise DatasetError(
@@ -564,8 +601,20 @@ def _labels_from_metadata(
     return labels
 
 
-def _edm_labels(labels_text: str, source: str, names: Sequence[str]) -> list[object] | None:
+def _decode_text(data: bytes, source: str) -> str:
+    """The UTF-8 text of a label file (a leading byte-order mark is dropped); a `DatasetError` naming it otherwise."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{source} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}). Re-save it with "
+            "UTF-8 encoding."
+        ) from error
+
+
+def _edm_labels(labels_data: bytes, source: str, names: Sequence[str]) -> list[object] | None:
     """Per-image labels from an EDM `dataset.json` (`{"labels": [[name, label], ...]}` or `{"labels": null}`)."""
+    labels_text = _decode_text(labels_data, source)
     try:
         entries = json.loads(labels_text)["labels"]
         if entries is not None:
@@ -592,7 +641,7 @@ def _edm_folder_records(root: Path, config: DataConfig) -> _ImageRecords:
     labels_path = root / EDM_LABELS_FILE_NAME
     labels = None
     if config.label_column is not None:
-        labels = _edm_labels(labels_path.read_text(encoding="utf-8"), str(labels_path), names)
+        labels = _edm_labels(labels_path.read_bytes(), str(labels_path), names)
     return _ImageRecords(
         count=len(names),
         describe=lambda i: str(root / names[i]),
@@ -600,6 +649,7 @@ def _edm_folder_records(root: Path, config: DataConfig) -> _ImageRecords:
         labels=labels,
         class_names=None,
         description=f"EDM dataset {root}",
+        label_source=str(labels_path),
         label_hint=f"list every image with its class index in {labels_path}",
     )
 
@@ -611,8 +661,7 @@ def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -
     names = sorted(name for name in members if not name.endswith("/") and _is_image_name(name, extensions))
     labels = None
     if config.label_column is not None and EDM_LABELS_FILE_NAME in members:
-        labels_text = archive.read(EDM_LABELS_FILE_NAME).decode("utf-8")
-        labels = _edm_labels(labels_text, f"{EDM_LABELS_FILE_NAME} in {path}", names)
+        labels = _edm_labels(archive.read(EDM_LABELS_FILE_NAME), f"{EDM_LABELS_FILE_NAME} in {path}", names)
     return _ImageRecords(
         count=len(names),
         describe=lambda i: f"{names[i]} (in {path})",
@@ -620,6 +669,7 @@ def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -
         labels=labels,
         class_names=None,
         description=f"EDM dataset {path}",
+        label_source=f"{EDM_LABELS_FILE_NAME} in {path}",
         label_hint=f"add a {EDM_LABELS_FILE_NAME} listing every image with its class index to {path}",
     )
 
@@ -682,5 +732,6 @@ def _hub_records(config: DataConfig) -> _ImageRecords:
         labels=labels,
         class_names=class_names,
         description=source,
+        label_source=f"column '{label_column}'",
         label_hint=f"give every row a value in column '{label_column or DEFAULT_LABEL_COLUMN}'",
     )

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from diffusers_edm import EDMPipeline
 from diffusers_edm.training.args import Interval, parse_args, parse_interval
+from diffusers_edm.training.checkpoint import CheckpointError
 from diffusers_edm.training.ema import EDMEma, ema_beta
 from diffusers_edm.training.trainer import EDMTrainer, StreamBatchSampler, find_checkpoint
 
@@ -70,7 +71,7 @@ def test_two_processes_train_and_save_once(tmp_path):
     assert "x 2 processes" in log
     assert log.count("Saved the EMA pipeline and model card") == 1
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert len(list((out / "checkpoint-2").glob("random_states_*.pkl"))) == 2
+    assert len(list((out / "checkpoint-2").glob("random_states_*.safetensors"))) == 2
     EDMPipeline.from_pretrained(out)
 
 
@@ -82,7 +83,7 @@ def make_args(out, *extra):
 
 def final_weights(out):
     checkpoint = find_checkpoint(str(out), "latest")
-    return load_file(checkpoint / "model.safetensors"), torch.load(checkpoint / "custom_checkpoint_0.pkl")
+    return load_file(checkpoint / "model.safetensors"), load_file(checkpoint / "ema.safetensors")
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -107,8 +108,8 @@ def test_half_written_checkpoint_is_never_resumed(tmp_path):
     EDMTrainer(make_args(out, "--max_train_steps", "2", "--checkpointing_steps", "1")).train()
     (out / "checkpoint-9.tmp").mkdir()  # what a crash during a save leaves behind
     assert find_checkpoint(str(out), "latest").name == "checkpoint-2"
-    (out / "checkpoint-2" / "optimizer.bin").write_bytes(b"truncated")
-    with pytest.raises(ValueError, match="incomplete or corrupt"):
+    (out / "checkpoint-2" / "optimizer.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="optimizer.safetensors is truncated or altered"):
         EDMTrainer(make_args(out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")).train()
 
 

@@ -3,6 +3,7 @@
 recomputation, the cached reference, the model card's model-index, resume, an unavailable detector and the flags."""
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -153,13 +154,17 @@ def test_resume_keeps_the_best_value_and_the_cached_reference(tmp_path, detector
     reference = out / "eval-ref-fd.npz"
     mtime = reference.stat().st_mtime_ns
     # The last checkpoint holds the final scores. Mark its best value: the resumed run can only show it if it was
-    # carried over.
-    state_file = find_checkpoint(str(out), "latest") / "custom_checkpoint_1.pkl"
-    state = torch.load(state_file, weights_only=False)
+    # carried over (and update the manifest, against which resume checks every file).
+    checkpoint = find_checkpoint(str(out), "latest")
+    state = json.loads((checkpoint / "progress.json").read_text())
     assert state["step"] == 4 and state["scores"]["latest_step"] == 4
     assert state["scores"]["latest"] == eval_records(out)[-1]["fd"]
     state["scores"].update(best=1e-3, best_step=3, best_kimg=0.024)
-    torch.save(state, state_file)
+    data = json.dumps(state).encode()
+    (checkpoint / "progress.json").write_bytes(data)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"]["progress.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
     resumed = EDMTrainer(make_args(out, detector_file, "--max_train_steps", "6", "--resume_from_checkpoint", "latest",
                                    *flags))
     resumed.train()

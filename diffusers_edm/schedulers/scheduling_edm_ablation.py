@@ -10,8 +10,9 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
-from diffusers.configuration_utils import FrozenDict, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
 
 from ..preconditioning import (
     VP_BETA_D,
@@ -21,9 +22,22 @@ from ..preconditioning import (
     vp_sigma_derivative,
     vp_sigma_inverse,
 )
-from .scheduling_edm_base import SOLVERS, EDMSchedulerBase, EDMSchedulerOutput, TensorFunction, documented
-from .scheduling_edm_base import check_choice, check_churn, check_positive, check_sigma_order
-from .sigma_schedule import karras_sigmas
+from .sigma_schedule import (
+    SOLVERS,
+    check_choice,
+    check_churn,
+    check_num_inference_steps,
+    check_positive,
+    check_sigma_order,
+    churn_gammas,
+    clamp_to_network_range,
+    custom_step_sigmas,
+    first_predictor_index,
+    karras_sigmas,
+    noise_levels_for,
+    rescale_and_churn,
+    unrounded,
+)
 
 # Pipelines saved with this scheduler name this module in model_index.json, and diffusers finds how to load it by
 # looking `SchedulerMixin` up here: it belongs to this module's public names.
@@ -38,9 +52,11 @@ TIMESTEP_TYPES = ("sigma",)
 DEFAULT_SIGMA_RANGES = {"ve": (0.02, 100.0), "iddpm": (0.002, 81.0), "edm": (0.002, 80.0)}
 """Default (σ_min, σ_max) of the other discretisations."""
 
+TensorFunction = Callable[[torch.Tensor], torch.Tensor]
+
 
 @dataclass
-class EDMAblationSchedulerOutput(EDMSchedulerOutput):
+class EDMAblationSchedulerOutput(BaseOutput):
     """
     Output of [`EDMAblationScheduler.step`].
 
@@ -51,6 +67,9 @@ class EDMAblationSchedulerOutput(EDMSchedulerOutput):
         pred_original_sample (`torch.Tensor` of the same shape):
             The denoised estimate D(x / s(t); σ(t)) of this model evaluation.
     """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
 
 
 class _TimeFunctions(NamedTuple):
@@ -78,7 +97,7 @@ class _Evaluation(NamedTuple):
     draws_noise: bool  # whether a noise tensor is drawn when this evaluation completes x_{i+1}
 
 
-class EDMAblationScheduler(EDMSchedulerBase):
+class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
     """
     The sampler EDM (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models") uses for
     its Sec. 3 ablations: Algorithms 1 and 2 generalised to any noise schedule σ(t), scaling s(t) and time-step
@@ -130,7 +149,7 @@ class EDMAblationScheduler(EDMSchedulerBase):
     """
 
     _compatibles = []
-    _output_class = EDMAblationSchedulerOutput
+    order = 2
 
     @register_to_config
     def __init__(
@@ -162,24 +181,49 @@ class EDMAblationScheduler(EDMSchedulerBase):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
         _check_config(self.config)
-        self._start_schedule(num_train_timesteps)
+        self.order = 2 if solver == "heun" else 1
+        self.set_timesteps(num_train_timesteps)
+        self.num_inference_steps = None
 
     @property
     def resolved_timestep_type(self) -> str:
         """What `timesteps` holds: "sigma", the noise levels σ(t) themselves (as [`EDMHeunScheduler`] reports it)."""
         return self.config.timestep_type
 
-    init_noise_sigma = documented(
-        EDMSchedulerBase.init_noise_sigma,
+    @property
+    def init_noise_sigma(self) -> float:
         """Standard deviation of the initial sample x̂_0: σ(t_0) s(t_0), i.e. σ_max s(σ_max) without churn.
 
         With churn at step 0, x̂_0 = s(t̂_0)/s(t_0) · σ(t_0) s(t_0) n + √(σ(t̂_0)² − σ(t_0)²) s(t̂_0) S_noise ε is one
         Gaussian, drawn at once with this standard deviation (unless `official_noise_stream` is set).
-        """,
-    )
+        """
+        return self._init_noise_sigma
 
-    set_timesteps = documented(
-        EDMSchedulerBase.set_timesteps,
+    @property
+    def step_index(self) -> int | None:
+        """Index of the current model evaluation in `timesteps`; increases by one after each `step`."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """Index of the first evaluation, set by pipelines with `set_begin_index` (e.g. image-to-image)."""
+        return self._begin_index
+
+    # Copied from diffusers_edm.schedulers.scheduling_edm_heun.EDMHeunScheduler.set_begin_index
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Sets the index of the first evaluation; call it before the loop to start part-way through the schedule."""
+        self._begin_index = begin_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        sigmas: list[float] | torch.Tensor | None = None,
+        net_sigma_min: float = 0.0,
+        net_sigma_max: float = math.inf,
+        round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        official_noise_stream: bool = False,
+    ) -> None:
         """
         Lays out the model evaluations of an N-step run (call before the sampling loop).
 
@@ -199,92 +243,41 @@ class EDMAblationScheduler(EDMSchedulerBase):
                 so that the same random source reproduces its numbers: one float64 normal per step (also where
                 γ_i = 0, never for the correction), with step 0's rescaling and churn applied by `add_initial_churn`
                 instead of being folded into `init_noise_sigma` (which is then σ(t_0) s(t_0)).
-        """,
-    )
-
-    def _schedule(self, net_sigma_min: float, net_sigma_max: float) -> Callable[[int], torch.Tensor]:
-        """The configured discretisation of the noise range clamped to the network's; also fixes σ(t), s(t) of the
-        run, whose VP schedule passes through that range."""
+        """
         config = self.config
-        sigma_min, sigma_max = self._sigma_range(net_sigma_min, net_sigma_max)
-        beta_d, beta_min = self._vp_betas(sigma_min, sigma_max)
-        self._time_functions = _time_functions(config.schedule, config.scaling, beta_d, beta_min)
-        return partial(self._discretization, sigma_min=sigma_min, sigma_max=sigma_max, beta_d=beta_d, beta_min=beta_min)
+        round_sigma = round_sigma or unrounded
+        # 1. The noise range of the discretisation within the network's, and σ(t), s(t) of the run (the VP schedule
+        # passes through that range).
+        sigma_min, sigma_max = clamp_to_network_range(*_default_sigma_range(config), net_sigma_min, net_sigma_max)
+        beta_d, beta_min = _vp_betas(config, sigma_min, sigma_max)
+        functions = _time_functions(config.schedule, config.scaling, beta_d, beta_min)
+        sigma, scale = functions.sigma, functions.scale
 
-    def _sigma_range(self, net_sigma_min: float, net_sigma_max: float) -> tuple[float, float]:
-        """The discretisation's (σ_min, σ_max): the configured or default values, clamped to the network's range."""
-        config = self.config
-        if config.discretization == "vp":
-            ends = vp_sigma(torch.tensor([config.epsilon_s, 1.0], dtype=torch.float64), VP_BETA_D, VP_BETA_MIN)
-            default_min, default_max = ends.tolist()
+        # 2. Step levels σ_0 > … > σ_{N−1} (the user's or the discretisation's), rounded and mapped to the float64
+        # step times t_0 > … > t_{N−1}.
+        if sigmas is not None:
+            step_sigmas = custom_step_sigmas(sigmas, num_inference_steps)
         else:
-            default_min, default_max = DEFAULT_SIGMA_RANGES[config.discretization]
-        sigma_min = max(default_min if config.sigma_min is None else config.sigma_min, net_sigma_min)
-        sigma_max = min(default_max if config.sigma_max is None else config.sigma_max, net_sigma_max)
-        if not sigma_min < sigma_max:
-            raise ValueError(
-                f"The noise range [{sigma_min}, {sigma_max}] (the {config.discretization!r} discretisation's range"
-                f" clamped to the network's [{net_sigma_min}, {net_sigma_max}]) is empty; set sigma_min / sigma_max"
-                " inside the network's range."
-            )
-        return sigma_min, sigma_max
-
-    def _vp_betas(self, sigma_min: float, sigma_max: float) -> tuple[float, float]:
-        """β_d, β_min of the VP schedule through σ(ε_s) = σ_min and σ(1) = σ_max (used by the "vp" discretisation
-        and schedule): β_d = 2 (ln(σ_min² + 1)/ε_s − ln(σ_max² + 1)) / (ε_s − 1), β_min = ln(σ_max² + 1) − β_d/2."""
-        config = self.config
-        epsilon_s = config.epsilon_s
-        beta_d = 2 * (math.log(sigma_min**2 + 1) / epsilon_s - math.log(sigma_max**2 + 1)) / (epsilon_s - 1)
-        beta_min = math.log(sigma_max**2 + 1) - 0.5 * beta_d
-        if "vp" in (config.discretization, config.schedule) and not beta_d > 0:
-            raise ValueError(
-                f"No VP schedule has σ(epsilon_s={epsilon_s}) = {sigma_min} and σ(1) = {sigma_max} (β_d would be"
-                f" {beta_d:.4g} <= 0); lower sigma_min or epsilon_s, or raise sigma_max."
-            )
-        return beta_d, beta_min
-
-    def _discretization(
-        self, num_steps: int, sigma_min: float, sigma_max: float, beta_d: float, beta_min: float
-    ) -> torch.Tensor:
-        """The step levels σ_0 > … > σ_{N−1} of the configured discretisation (float64, before round_sigma)."""
-        config = self.config
-        indices = torch.arange(num_steps, dtype=torch.float64)
-        ramp = indices / (num_steps - 1) if num_steps > 1 else indices  # i/(N−1); 0 for N = 1
-        if config.discretization == "vp":
-            return vp_sigma(1 + ramp * (config.epsilon_s - 1), beta_d, beta_min)
-        if config.discretization == "ve":
-            return (sigma_max**2 * (sigma_min**2 / sigma_max**2) ** ramp).sqrt()
-        if config.discretization == "iddpm":
-            levels = iddpm_sigma_table(config.M, config.C_1, config.C_2, torch.float64)
-            levels = levels[(levels >= sigma_min) & (levels <= sigma_max)]
-            if len(levels) == 0:
-                raise ValueError(
-                    f"No iDDPM level lies in [{sigma_min}, {sigma_max}]; widen the range or change C_1, C_2, M."
-                )
-            stride = (len(levels) - 1) / (num_steps - 1) if num_steps > 1 else 0.0
-            return levels[(stride * indices).round().to(torch.int64)]
-        return karras_sigmas(num_steps, sigma_min, sigma_max, config.rho)
-
-    def _build_evaluations(
-        self, step_sigmas: torch.Tensor, round_sigma: TensorFunction, official_noise_stream: bool
-    ) -> None:
-        """Lays out the model evaluations for the step levels σ_0 > … > σ_{N−1}, rounded and mapped to the float64
-        step times t_0 > … > t_{N−1} (t_N = 0 is appended)."""
-        config = self.config
-        functions = self._time_functions
+            num_steps = check_num_inference_steps(num_inference_steps)
+            step_sigmas = _discretization(config, num_steps, sigma_min, sigma_max, beta_d, beta_min)
         step_times = functions.sigma_inverse(torch.as_tensor(round_sigma(step_sigmas)).to(torch.float64))
         num_steps = len(step_times)
-        sigma, scale = functions.sigma, functions.scale
         step_sigmas = sigma(step_times)
-        gammas = self._churn_gammas(step_sigmas)
+
+        # 3. Churned times t̂_i = σ⁻¹(round_sigma(σ(t_i) + γ_i σ(t_i))) (Algorithm 2, line 5). Where γ_i = 0 this is
+        # t_i itself; it is taken exactly, since the floating-point round trip σ⁻¹(σ(t)) could leave spurious noise of
+        # order 1e-8 (see the class docstring).
+        gammas = churn_gammas(step_sigmas, config.s_churn, config.s_tmin, config.s_tmax)
         churned = gammas > 0
-        # t̂_i = σ⁻¹(round_sigma(σ(t_i) + γ_i σ(t_i))). Where γ_i = 0 this is t_i itself; it is taken exactly, since
-        # the floating-point round trip σ⁻¹(σ(t)) could leave spurious noise of order 1e-8 (see the class docstring).
         time_hat = step_times.clone()
         if bool(churned.any()):
             raised = step_sigmas[churned] + gammas[churned] * step_sigmas[churned]
             rounded = torch.as_tensor(round_sigma(raised)).to(torch.float64)
             time_hat[churned] = functions.sigma_inverse(rounded)
+
+        # 4. Per step: the step size h_i = t_{i+1} − t̂_i (t_N = 0), the rescaling s(t̂_i)/s(t_i) and the churn noise
+        # scale √max(σ(t̂_i)² − σ(t_i)², 0) s(t̂_i) S_noise (line 6 with scaling), and the ODE coefficients at the
+        # predictor times t̂_i and the correction times t̂_i + α h_i.
         next_times = torch.cat([step_times[1:], torch.zeros(1, dtype=torch.float64)])
         step_sizes = next_times - time_hat
         rescales = scale(time_hat) / scale(step_times)
@@ -293,20 +286,26 @@ class EDMAblationScheduler(EDMSchedulerBase):
         correction_times = time_hat[:corrected] + config.alpha * step_sizes[:corrected]
         predictor = _evaluation_coefficients(time_hat, functions)
         corrector = _evaluation_coefficients(correction_times, functions)
+
+        # 5. The model evaluations; the one that completes x_{i+1} rescales and churns it for step i + 1.
         step_sizes = step_sizes.tolist()
         rescales, churn_scales = rescales.tolist() + [1.0], churn_scales.tolist() + [0.0]
         evaluations = []
         for i in range(num_steps):
             draws = churn_scales[i + 1] > 0 or (official_noise_stream and i < num_steps - 1)
-            common = dict(step_size=step_sizes[i], next_rescale=rescales[i + 1], next_churn_scale=churn_scales[i + 1])
+            common = {"step_size": step_sizes[i], "next_rescale": rescales[i + 1],
+                      "next_churn_scale": churn_scales[i + 1]}
             single = i >= corrected
             evaluations.append(
                 _Evaluation(False, *predictor[i], finishes_step=single, draws_noise=single and draws, **common)
             )
             if not single:
-                correction = _Evaluation(True, *corrector[i], finishes_step=True, draws_noise=draws, **common)
-                evaluations.append(correction)
-        self._store_evaluations(evaluations)
+                evaluations.append(_Evaluation(True, *corrector[i], finishes_step=True, draws_noise=draws, **common))
+        self._evaluations = evaluations
+        self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)
+
+        # 6. Step 0's rescaling and churn: folded into init_noise_sigma, or applied by `add_initial_churn` in the
+        # official stream.
         self._initial_rescale, self._initial_churn_scale = rescales[0], churn_scales[0]
         start = (sigma(step_times[:1]) * scale(step_times[:1])).item()  # σ(t_0) s(t_0)
         if official_noise_stream:
@@ -314,16 +313,27 @@ class EDMAblationScheduler(EDMSchedulerBase):
         else:
             self._init_noise_sigma = math.hypot(rescales[0] * start, churn_scales[0])
 
-    def index_for_timestep(self, timestep: float | torch.Tensor) -> int:
-        """Index of the evaluation at level `timestep`: the first predictor evaluation at that level (a correction
-        needs its predictor's state, so a run started part-way begins with the step that starts at `timestep`)."""
-        predictors = self._timestep_positions(
-            timestep,
-            self.timesteps,
-            "the level of a step of this schedule",
-            usable=lambda k: not self._evaluations[k].is_correction,
-        )
-        return predictors[0]
+        self.num_inference_steps = num_steps
+        self._official_noise_stream = official_noise_stream
+        timesteps = self.sigmas[:-1]
+        if device is not None and torch.device(device).type == "mps":
+            timesteps = timesteps.to(torch.float32)  # MPS has no float64
+        self.timesteps = timesteps.to(device)
+        self._step_index = None
+        self._begin_index = None
+        self._corrector_state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # Copied from diffusers_edm.schedulers.scheduling_edm_heun.EDMHeunScheduler.index_for_timestep
+    def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
+        """Index in `timesteps` (or in `schedule_timesteps`, a copy of them) of the first step that starts at
+        `timestep`, where a run started part-way (e.g. image-to-image) begins; see [`first_predictor_index`]."""
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+        return first_predictor_index(timestep, schedule_timesteps, [e.is_correction for e in self._evaluations])
+
+    # Copied from diffusers_edm.schedulers.scheduling_edm_heun.EDMHeunScheduler._init_step_index
+    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
+        self._step_index = self.index_for_timestep(timestep) if self._begin_index is None else self._begin_index
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -339,8 +349,14 @@ class EDMAblationScheduler(EDMSchedulerBase):
         scale = self._evaluations[self._step_index].scale
         return sample if scale == 1.0 else sample / scale
 
-    step = documented(
-        EDMSchedulerBase.step,
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> EDMAblationSchedulerOutput | tuple:
         """
         Advances the sampler by one model evaluation.
 
@@ -360,15 +376,18 @@ class EDMAblationScheduler(EDMSchedulerBase):
         Returns:
             [`EDMAblationSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)`; the arithmetic is done
             in the dtype of `sample`.
-        """,
-    )
+        """
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        if self._step_index >= len(self._evaluations):
+            raise ValueError(
+                f"step() was called {self._step_index + 1} times but the schedule has only {len(self._evaluations)}"
+                " evaluations; call set_timesteps() before starting a new run."
+            )
+        evaluation = self._evaluations[self._step_index]
 
-    def _solver_step(
-        self, evaluation: _Evaluation, model_output: torch.Tensor, sample: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Euler step x̂ + h d, or the point x̂ + α h d of the correction and then its 2nd-order update."""
         denoised = model_output.to(sample.dtype)
-        derivative = evaluation.slope_sample * sample - evaluation.slope_denoised * denoised
+        derivative = evaluation.slope_sample * sample - evaluation.slope_denoised * denoised  # dx/dt (Eq. 4)
         alpha, h = self.config.alpha, evaluation.step_size
         if evaluation.is_correction:
             sample_hat, first_derivative = self._corrector_state
@@ -380,17 +399,114 @@ class EDMAblationScheduler(EDMSchedulerBase):
         else:
             self._corrector_state = (sample, derivative)
             prev_sample = sample + (alpha * h) * derivative
-        return prev_sample, denoised
+        if evaluation.finishes_step:  # rescaling and churn of step i + 1
+            prev_sample = rescale_and_churn(
+                prev_sample, evaluation.next_rescale, evaluation.next_churn_scale, evaluation.draws_noise, generator,
+                self._official_noise_stream,
+            )
 
-    add_initial_churn = documented(
-        EDMSchedulerBase.add_initial_churn,
+        self._step_index += 1
+        if not return_dict:
+            return prev_sample, denoised
+        return EDMAblationSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
+
+    def add_initial_churn(
+        self, sample: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> torch.Tensor:
         """
         Rescales and churns the initial sample x_0 = σ(t_0) s(t_0) n into x̂_0 (step 0 of the loop) when the
         official noise stream is in use (`set_timesteps(..., official_noise_stream=True)`), drawing step 0's noise;
         otherwise this is already part of `init_noise_sigma` and the sample is returned unchanged. Call it once,
         before the first evaluation.
-        """,
-    )
+        """
+        if not self._official_noise_stream:
+            return sample
+        return rescale_and_churn(sample, self._initial_rescale, self._initial_churn_scale, True, generator, True)
+
+    def add_noise(
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: float | torch.Tensor | None = None,
+        *,
+        sigmas: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Noisy samples in the sampler's coordinates, s(t) (y + σ(t) n) (Eq. 4: x = s(t) x̂ with x̂ ~ p(x; σ(t))), e.g.
+        the start of an image-to-image run: y + σ n for `scaling="none"`, (y + σ n) / √(1 + σ²) for "vp".
+
+        Args:
+            original_samples (`torch.Tensor`): clean samples y, shape (B, …).
+            noise (`torch.Tensor`): unit Gaussian noise n, same shape.
+            timesteps (`float` or `torch.Tensor`, *optional*): entries of `timesteps`, i.e. the noise levels σ(t)
+                themselves (any σ >= 0 may be given): a scalar, one value for the whole batch (e.g. `timesteps[:1]`)
+                or one per sample.
+            sigmas (`float` or `torch.Tensor`, *optional*, keyword-only): the same noise levels under the name
+                [`EDMHeunScheduler.add_noise`] uses for continuous levels; pass one of `timesteps` and `sigmas`.
+        """
+        if (timesteps is None) == (sigmas is None):
+            raise ValueError(
+                "Pass either timesteps (entries of `scheduler.timesteps`) or sigmas (noise levels), exactly one of them."
+            )
+        name = "sigmas" if sigmas is not None else "timesteps"
+        sigmas = noise_levels_for(timesteps if sigmas is None else sigmas, original_samples, name)
+        noisy_samples = original_samples + noise * sigmas
+        if self.config.scaling == "vp":
+            noisy_samples = noisy_samples / (1 + sigmas**2).sqrt()  # s(t) = 1/√(1 + σ(t)²)
+        return noisy_samples
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+def _default_sigma_range(config: FrozenDict) -> tuple[float, float]:
+    """The noise range (σ_min, σ_max) of the configured discretisation: the configured values, or where they are
+    `None` the discretisation's defaults (for "vp": σ_VP(ε_s) and σ_VP(1) with the paper's β_d, β_min)."""
+    if config.discretization == "vp":
+        ends = vp_sigma(torch.tensor([config.epsilon_s, 1.0], dtype=torch.float64), VP_BETA_D, VP_BETA_MIN)
+        default_min, default_max = ends.tolist()
+    else:
+        default_min, default_max = DEFAULT_SIGMA_RANGES[config.discretization]
+    sigma_min = default_min if config.sigma_min is None else config.sigma_min
+    sigma_max = default_max if config.sigma_max is None else config.sigma_max
+    return sigma_min, sigma_max
+
+
+def _vp_betas(config: FrozenDict, sigma_min: float, sigma_max: float) -> tuple[float, float]:
+    """β_d, β_min of the VP schedule through σ(ε_s) = σ_min and σ(1) = σ_max (used by the "vp" discretisation and
+    schedule): β_d = 2 (ln(σ_min² + 1)/ε_s − ln(σ_max² + 1)) / (ε_s − 1), β_min = ln(σ_max² + 1) − β_d/2."""
+    epsilon_s = config.epsilon_s
+    beta_d = 2 * (math.log(sigma_min**2 + 1) / epsilon_s - math.log(sigma_max**2 + 1)) / (epsilon_s - 1)
+    beta_min = math.log(sigma_max**2 + 1) - 0.5 * beta_d
+    if "vp" in (config.discretization, config.schedule) and not beta_d > 0:
+        raise ValueError(
+            f"No VP schedule has σ(epsilon_s={epsilon_s}) = {sigma_min} and σ(1) = {sigma_max} (β_d would be"
+            f" {beta_d:.4g} <= 0); lower sigma_min or epsilon_s, or raise sigma_max."
+        )
+    return beta_d, beta_min
+
+
+def _discretization(
+    config: FrozenDict, num_steps: int, sigma_min: float, sigma_max: float, beta_d: float, beta_min: float
+) -> torch.Tensor:
+    """The step levels σ_0 > … > σ_{N−1} of the configured discretisation (Table 1, "time steps"; float64, before
+    round_sigma)."""
+    indices = torch.arange(num_steps, dtype=torch.float64)
+    ramp = indices / (num_steps - 1) if num_steps > 1 else indices  # i/(N−1); 0 for N = 1
+    if config.discretization == "vp":
+        return vp_sigma(1 + ramp * (config.epsilon_s - 1), beta_d, beta_min)
+    if config.discretization == "ve":
+        return (sigma_max**2 * (sigma_min**2 / sigma_max**2) ** ramp).sqrt()
+    if config.discretization == "iddpm":
+        levels = iddpm_sigma_table(config.M, config.C_1, config.C_2, torch.float64)
+        levels = levels[(levels >= sigma_min) & (levels <= sigma_max)]
+        if len(levels) == 0:
+            raise ValueError(
+                f"No iDDPM level lies in [{sigma_min}, {sigma_max}]; widen the range or change C_1, C_2, M."
+            )
+        stride = (len(levels) - 1) / (num_steps - 1) if num_steps > 1 else 0.0
+        return levels[(stride * indices).round().to(torch.int64)]
+    return karras_sigmas(num_steps, sigma_min, sigma_max, config.rho)
 
 
 def _time_functions(schedule: str, scaling: str, beta_d: float, beta_min: float) -> _TimeFunctions:

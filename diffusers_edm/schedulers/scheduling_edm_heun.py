@@ -9,13 +9,27 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from diffusers.configuration_utils import register_to_config
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
 
 from ..preconditioning import edm_preconditioning
-from .scheduling_edm_base import SOLVERS, EDMSchedulerBase, EDMSchedulerOutput, TensorFunction, documented
-from .scheduling_edm_base import check_choice, check_churn, check_positive, check_sigma_order
-from .sigma_schedule import karras_sigmas
+from .sigma_schedule import (
+    SOLVERS,
+    check_choice,
+    check_churn,
+    check_num_inference_steps,
+    check_positive,
+    check_sigma_order,
+    churn_gammas,
+    clamp_to_network_range,
+    custom_step_sigmas,
+    first_predictor_index,
+    karras_sigmas,
+    noise_levels_for,
+    rescale_and_churn,
+    unrounded,
+)
 
 # Pipelines saved with this scheduler name this module in model_index.json, and diffusers finds how to load it by
 # looking `SchedulerMixin` up here: it belongs to this module's public names.
@@ -24,9 +38,14 @@ __all__ = ["EDMHeunScheduler", "EDMHeunSchedulerOutput", "SchedulerMixin"]
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
 TIMESTEP_TYPES = ("sigma", "c_noise")
 
+C_NOISE_MATCH_TOLERANCE = 1e-6
+"""How far a c_noise timestep given to `add_noise` may lie from an entry of `timesteps` and still name it: float32
+c_noise values of the same σ computed in another order (e.g. by `EDMEulerScheduler`) differ by about 1e-7, while
+distinct levels of a schedule lie much further apart (the exact entry is taken where several are this close)."""
+
 
 @dataclass
-class EDMHeunSchedulerOutput(EDMSchedulerOutput):
+class EDMHeunSchedulerOutput(BaseOutput):
     """
     Output of [`EDMHeunScheduler.step`].
 
@@ -37,6 +56,9 @@ class EDMHeunSchedulerOutput(EDMSchedulerOutput):
         pred_original_sample (`torch.Tensor` of the same shape):
             The denoised estimate D(x; σ) of this model evaluation.
     """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
 
 
 class _Evaluation(NamedTuple):
@@ -49,10 +71,9 @@ class _Evaluation(NamedTuple):
     finishes_step: bool  # whether this evaluation completes x_{i+1}
     next_churn_scale: float  # √(σ̂_{i+1}² − σ_{i+1}²) · S_noise, added to x_{i+1}; 0 when γ_{i+1} = 0 or i = N-1
     draws_noise: bool  # whether a noise tensor is drawn when this evaluation completes x_{i+1}
-    next_rescale: float = 1.0  # s(t) = 1: x_{i+1} is never rescaled
 
 
-class EDMHeunScheduler(EDMSchedulerBase):
+class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
     """
     EDM's sampler (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
     Algorithm 2): Heun's 2nd-order method on the probability-flow ODE with σ(t) = t and s(t) = 1, the ρ-schedule of
@@ -64,6 +85,10 @@ class EDMHeunScheduler(EDMSchedulerBase):
     σ_i, the churned levels σ̂_i are known in advance: `timesteps` and `sigmas` list the exact noise levels at which
     the model is evaluated, and `step` adds the churn noise of step i + 1 when it finishes step i, so the model sees
     the churned sample x̂ exactly as in Algorithm 2 (step 0's churn is folded into `init_noise_sigma`).
+
+    Every setting is recorded as given (none is marked as a default in `config`), so a scheduler built from this
+    config, e.g. `EDMEulerScheduler.from_config(scheduler.config)`, receives the paper's values rather than its own
+    defaults (such as `prediction_type="epsilon"`), exactly as when the config is saved and loaded.
 
     Args:
         sigma_min (`float`, defaults to 0.002): smallest step level σ_{N-1} of the ρ-schedule.
@@ -87,7 +112,7 @@ class EDMHeunScheduler(EDMSchedulerBase):
     """
 
     _compatibles = ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"]
-    _output_class = EDMHeunSchedulerOutput
+    order = 2
 
     @register_to_config
     def __init__(
@@ -110,13 +135,24 @@ class EDMHeunScheduler(EDMSchedulerBase):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if timestep_type is not None:
             check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
-        self._start_schedule(num_train_timesteps)
+        if self.config.get("_use_default_values"):
+            # diffusers lists the arguments left at their defaults here, and `from_config` of another class drops
+            # them (so `EDMEulerScheduler.from_config(config)` would take its own "epsilon"). This scheduler's defaults
+            # are the paper's settings: they travel with the config, as they do through the saved file.
+            self.register_to_config(_use_default_values=[])
+        self.order = 2 if solver == "heun" else 1
+        self.set_timesteps(num_train_timesteps)
+        self.num_inference_steps = None
 
     @classmethod
-    def from_config(cls, config: dict | None = None, return_unused_kwargs: bool = False, **kwargs):
+    def from_config(
+        cls, config: dict | None = None, return_unused_kwargs: bool = False, **kwargs
+    ) -> EDMHeunScheduler | tuple[EDMHeunScheduler, dict]:
         """Builds the scheduler from a config, as [`ConfigMixin.from_config`]. A config of another scheduler (e.g.
         diffusers' `EDMEulerScheduler`) keeps its values even where they were defaults there, so its raw-network
-        `prediction_type="epsilon"` carries over instead of this class's "sample"."""
+        `prediction_type="epsilon"` carries over instead of this class's "sample". A config that another scheduler
+        was built from this one's holds this class's settings (diffusers keeps them, e.g. `s_churn`) and is read as
+        usual, so the round trip gives the same scheduler back."""
         if config is not None and "s_churn" not in config:  # another scheduler's config
             config = {key: value for key, value in config.items() if key != "_use_default_values"}
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -128,17 +164,40 @@ class EDMHeunScheduler(EDMSchedulerBase):
             return self.config.timestep_type
         return "sigma" if self.config.prediction_type == "sample" else "c_noise"
 
-    init_noise_sigma = documented(
-        EDMSchedulerBase.init_noise_sigma,
+    @property
+    def init_noise_sigma(self) -> float:
         """Standard deviation of the initial sample x̂_0: √(σ_0² + S_noise² (σ̂_0² − σ_0²)), i.e. σ_max without churn.
 
         Algorithm 2 draws x_0 ~ N(0, σ_0² I) and churns it to σ̂_0 with noise of scale S_noise; both are Gaussian, so
-        one draw at this standard deviation is the same distribution.
-        """,
-    )
+        one draw at this standard deviation is the same distribution. With `official_noise_stream` it is σ_0 and
+        `add_initial_churn` adds step 0's churn.
+        """
+        return self._init_noise_sigma
 
-    set_timesteps = documented(
-        EDMSchedulerBase.set_timesteps,
+    @property
+    def step_index(self) -> int | None:
+        """Index of the current model evaluation in `timesteps`; increases by one after each `step`."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """Index of the first evaluation, set by pipelines with `set_begin_index` (e.g. image-to-image)."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Sets the index of the first evaluation; call it before the loop to start part-way through the schedule."""
+        self._begin_index = begin_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        sigmas: list[float] | torch.Tensor | None = None,
+        net_sigma_min: float = 0.0,
+        net_sigma_max: float = math.inf,
+        round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        official_noise_stream: bool = False,
+    ) -> None:
         """
         Builds the noise levels of an N-step run (call before the sampling loop).
 
@@ -158,44 +217,31 @@ class EDMHeunScheduler(EDMSchedulerBase):
                 does, so per-image generators seeded like it reproduce its images: one float64 normal per step (also
                 where γ_i = 0), with step 0's churn added by `add_initial_churn` instead of being folded into
                 `init_noise_sigma` (which is then σ_0). [`EDMPipeline`] uses this mode.
-        """,
-    )
-
-    def _schedule(self, net_sigma_min: float, net_sigma_max: float) -> Callable[[int], torch.Tensor]:
-        """The ρ-schedule (Eq. 5) of the configured range clamped to the network's, as the official sampler does."""
-
-        def rho_schedule(num_steps: int) -> torch.Tensor:
-            config = self.config
-            sigma_min, sigma_max = max(config.sigma_min, net_sigma_min), min(config.sigma_max, net_sigma_max)
-            if not sigma_min < sigma_max:
-                raise ValueError(
-                    f"The schedule range [{config.sigma_min}, {config.sigma_max}] does not overlap the network's"
-                    f" supported range [{net_sigma_min}, {net_sigma_max}]."
-                )
-            return karras_sigmas(num_steps, sigma_min, sigma_max, config.rho)
-
-        return rho_schedule
-
-    def _timesteps_for(self, levels: torch.Tensor) -> torch.Tensor:
-        """The evaluation levels σ, or c_noise(σ) = ¼ ln σ in float32 for `timestep_type="c_noise"`."""
-        if self.resolved_timestep_type == "sigma":
-            return levels
-        return edm_preconditioning(levels, self.config.sigma_data).c_noise.to(torch.float32)
-
-    def _build_evaluations(
-        self, step_sigmas: torch.Tensor, round_sigma: TensorFunction, official_noise_stream: bool
-    ) -> None:
-        """Lays out the model evaluations of Algorithm 2 for the float64 step levels σ_0 … σ_{N-1} (rounded first)."""
+        """
         config = self.config
+        round_sigma = round_sigma or unrounded
+        # 1. Step levels σ_0 > … > σ_{N−1}: the user's, or the ρ-schedule (Eq. 5) within the network's range.
+        if sigmas is not None:
+            step_sigmas = custom_step_sigmas(sigmas, num_inference_steps)
+        else:
+            num_steps = check_num_inference_steps(num_inference_steps)
+            sigma_min, sigma_max = clamp_to_network_range(config.sigma_min, config.sigma_max, net_sigma_min,
+                                                          net_sigma_max)
+            step_sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, config.rho)
+        num_steps = len(step_sigmas)
         step_sigmas = round_sigma(step_sigmas)
-        gammas = self._churn_gammas(step_sigmas)
-        # σ̂_i = round_sigma(σ_i + γ_i σ_i), the same arithmetic as the official sampler.
+
+        # 2. Churned levels σ̂_i = round_sigma(σ_i + γ_i σ_i) (line 5, the same arithmetic as the official sampler) and
+        # the scale √(σ̂_i² − σ_i²) S_noise of the noise that takes x_i to x̂_i (line 6).
+        gammas = churn_gammas(step_sigmas, config.s_churn, config.s_tmin, config.s_tmax)
         sigma_hat = round_sigma(step_sigmas + gammas * step_sigmas).tolist()
         gammas, sigma = gammas.tolist(), step_sigmas.tolist() + [0.0]
         churn = [
             math.sqrt(sh**2 - s**2) * config.s_noise if g > 0 else 0.0 for s, sh, g in zip(sigma, sigma_hat, gammas)
         ] + [0.0]
-        num_steps = len(step_sigmas)
+
+        # 3. The model evaluations: step i's Euler predictor at σ̂_i (line 8) and, except for the last step or with the
+        # "euler" solver, its correction at σ_{i+1} (line 11); the evaluation that completes x_{i+1} adds its churn.
         evaluations = []
         for i in range(num_steps):
             last = i == num_steps - 1
@@ -208,25 +254,43 @@ class EDMHeunScheduler(EDMSchedulerBase):
                 evaluations.append(
                     _Evaluation(True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
                 )
-        self._store_evaluations(evaluations)
-        self._initial_rescale, self._initial_churn_scale = 1.0, churn[0]
+        self._evaluations = evaluations
+        self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)
+
+        # 4. Step 0's churn: folded into init_noise_sigma, or added by `add_initial_churn` in the official stream.
+        self._initial_churn_scale = churn[0]
         if official_noise_stream or gammas[0] == 0:
             self._init_noise_sigma = sigma[0]
         else:
             self._init_noise_sigma = math.sqrt(sigma[0] ** 2 + churn[0] ** 2)
+
+        # 5. Preconditioning of raw networks (Eq. 7) at each evaluation level, and the timesteps of the evaluations.
         precond = edm_preconditioning(self.sigmas[:-1], config.sigma_data)
         c_out_sign = -1.0 if config.prediction_type == "v_prediction" else 1.0
         self._c_skip = precond.c_skip.tolist()
         self._c_out = (c_out_sign * precond.c_out).tolist()
         self._c_in = precond.c_in.tolist()
+        self.num_inference_steps = num_steps
+        self._official_noise_stream = official_noise_stream
+        timesteps = self.sigmas[:-1]
+        if self.resolved_timestep_type == "c_noise":
+            timesteps = precond.c_noise.to(torch.float32)
+        if device is not None and torch.device(device).type == "mps":
+            timesteps = timesteps.to(torch.float32)  # MPS has no float64
+        self.timesteps = timesteps.to(device)
+        self._step_index = None
+        self._begin_index = None
+        self._corrector_state: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
-        """Index of `timestep` in `timesteps`; when it occurs twice the second occurrence is taken, as diffusers'
-        Heun scheduler does, so a run started part-way never skips a level."""
+        """Index in `timesteps` (or in `schedule_timesteps`, a copy of them) of the first step that starts at
+        `timestep`, where a run started part-way (e.g. image-to-image) begins; see [`first_predictor_index`]."""
         if schedule_timesteps is None:
             schedule_timesteps = self.timesteps
-        positions = self._timestep_positions(timestep, schedule_timesteps, "one of the scheduler's timesteps")
-        return positions[1 if len(positions) > 1 else 0]
+        return first_predictor_index(timestep, schedule_timesteps, [e.is_correction for e in self._evaluations])
+
+    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
+        self._step_index = self.index_for_timestep(timestep) if self._begin_index is None else self._begin_index
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -243,8 +307,14 @@ class EDMHeunScheduler(EDMSchedulerBase):
             return sample
         return sample * self._c_in[self._step_index]
 
-    step = documented(
-        EDMSchedulerBase.step,
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> EDMHeunSchedulerOutput | tuple:
         """
         Advances Algorithm 2 by one model evaluation.
 
@@ -264,68 +334,110 @@ class EDMHeunScheduler(EDMSchedulerBase):
         Returns:
             [`EDMHeunSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)`; the arithmetic is done in
             the dtype of `sample`.
-        """,
-    )
+        """
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        if self._step_index >= len(self._evaluations):
+            raise ValueError(
+                f"step() was called {self._step_index + 1} times but the schedule has only {len(self._evaluations)}"
+                " evaluations; call set_timesteps() before starting a new run."
+            )
+        evaluation = self._evaluations[self._step_index]
 
-    def _solver_step(
-        self, evaluation: _Evaluation, model_output: torch.Tensor, sample: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Euler step to σ_{i+1} at σ̂_i (Algorithm 2, line 8) or the trapezoidal correction (line 11)."""
-        denoised = self._denoised(model_output, sample)
-        if not evaluation.is_correction:
+        # D(x̂; σ): the model output itself, or c_skip x̂ + c_out F for raw networks (Eq. 7).
+        denoised = model_output.to(sample.dtype)
+        if self.config.prediction_type != "sample":
+            denoised = self._c_skip[self._step_index] * sample + self._c_out[self._step_index] * denoised
+
+        if not evaluation.is_correction:  # Euler step from σ̂_i to σ_{i+1} (lines 7–8)
             derivative = (sample - denoised) / evaluation.sigma_hat
             prev_sample = sample + (evaluation.sigma_next - evaluation.sigma_hat) * derivative
             if not evaluation.finishes_step:
                 self._corrector_state = (sample, derivative)
-        else:
+        else:  # 2nd-order correction (lines 10–11)
             sample_hat, derivative = self._corrector_state
             self._corrector_state = None
             derivative_next = (sample - denoised) / evaluation.sigma_next
             prev_sample = sample_hat + (evaluation.sigma_next - evaluation.sigma_hat) * (
                 0.5 * derivative + 0.5 * derivative_next
             )
-        return prev_sample, denoised
+        if evaluation.finishes_step:  # churn of step i + 1 (lines 5–6)
+            prev_sample = rescale_and_churn(
+                prev_sample, 1.0, evaluation.next_churn_scale, evaluation.draws_noise, generator,
+                self._official_noise_stream,
+            )
 
-    add_initial_churn = documented(
-        EDMSchedulerBase.add_initial_churn,
+        self._step_index += 1
+        if not return_dict:
+            return prev_sample, denoised
+        return EDMHeunSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
+
+    def add_initial_churn(
+        self, sample: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> torch.Tensor:
         """
         Churns the initial sample x_0 = σ_0 n into x̂_0 (Algorithm 2, lines 5–6 of step 0) when the official noise
         stream is in use (`set_timesteps(..., official_noise_stream=True)`); otherwise step 0's churn is already part
         of `init_noise_sigma` and the sample is returned unchanged. Call it once, before the first evaluation.
-        """,
-    )
-
-    def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """D(x̂; σ) in the sample's dtype: the model output itself, or c_skip x̂ + c_out F for raw networks (Eq. 7)."""
-        model_output = model_output.to(sample.dtype)
-        if self.config.prediction_type == "sample":
-            return model_output
-        k = self._step_index
-        return self._c_skip[k] * sample + self._c_out[k] * model_output
+        """
+        if not self._official_noise_stream:
+            return sample
+        return rescale_and_churn(sample, 1.0, self._initial_churn_scale, True, generator, True)
 
     def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, sigmas: float | torch.Tensor
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: float | torch.Tensor | None = None,
+        *,
+        sigmas: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
-        Noisy samples y + σ n for training (Eq. 2): unlike diffusers' EDM schedulers, `sigmas` are continuous noise
-        levels (not entries of `timesteps`), e.g. drawn from EDM's log-normal training distribution.
+        Noisy samples y + σ n (the perturbation of the data in Eq. 2), e.g. the start of an image-to-image run or a
+        training input. The noise levels σ are given either as `timesteps` or as `sigmas`.
 
         Args:
             original_samples (`torch.Tensor`): clean samples y, shape (B, …).
             noise (`torch.Tensor`): unit Gaussian noise n, same shape.
-            sigmas (`float` or `torch.Tensor`): σ ≥ 0, a scalar or one value per sample (shape (B,) or (B, 1, …)).
+            timesteps (`float` or `torch.Tensor`, *optional*): timesteps in the units of `scheduler.timesteps`, as
+                in diffusers' schedulers: a scalar, one value for the whole batch (e.g. `timesteps[:1]`) or one per
+                sample. With `timestep_type="sigma"` a timestep is its noise level, so any σ >= 0 may be given; with
+                "c_noise" each must be an entry of `timesteps` (up to float32 rounding, so those of an
+                `EDMEulerScheduler` with the same schedule work too) and noises at that evaluation's σ, as
+                [`EDMEulerScheduler.add_noise`] does.
+            sigmas (`float` or `torch.Tensor`, *optional*, keyword-only): continuous noise levels σ >= 0 instead of
+                `timesteps` (same shapes), e.g. drawn from EDM's log-normal training distribution, whatever the
+                `timestep_type`.
         """
-        sigmas = torch.as_tensor(sigmas, dtype=original_samples.dtype, device=original_samples.device)
-        if sigmas.ndim > 0:
-            if sigmas.shape[0] != original_samples.shape[0] or sigmas.numel() != sigmas.shape[0]:
-                raise ValueError(
-                    f"sigmas must be a scalar or hold one value per sample ({original_samples.shape[0]}), got shape"
-                    f" {tuple(sigmas.shape)}."
-                )
-            sigmas = sigmas.reshape(-1, *([1] * (original_samples.ndim - 1)))
-        if sigmas.device.type == "cpu" and bool((sigmas < 0).any()):
-            raise ValueError("sigmas must be >= 0 (noise standard deviations).")
-        return original_samples + noise * sigmas
+        if (timesteps is None) == (sigmas is None):
+            raise ValueError(
+                "Pass either timesteps (entries of `scheduler.timesteps`) or sigmas (noise levels), exactly one of them."
+            )
+        name = "sigmas" if sigmas is not None else "timesteps"
+        if sigmas is None and self.resolved_timestep_type == "c_noise":
+            sigmas = self._evaluation_sigmas(timesteps)
+        elif sigmas is None:
+            sigmas = timesteps
+        return original_samples + noise * noise_levels_for(sigmas, original_samples, name)
+
+    def _evaluation_sigmas(self, timesteps: float | torch.Tensor) -> torch.Tensor:
+        """The levels σ (float64, on the CPU, in the shape of `timesteps`) of the evaluations whose entries of
+        `timesteps` are the given c_noise values, matched up to `C_NOISE_MATCH_TOLERANCE`; a `ValueError` naming the
+        values that match none."""
+        schedule_timesteps = self.timesteps.cpu().to(torch.float64)
+        timesteps = torch.as_tensor(timesteps).detach().cpu().to(torch.float64)
+        distances = (timesteps.reshape(-1, 1) - schedule_timesteps).abs()
+        nearest = distances.argmin(dim=1)
+        unmatched = distances[torch.arange(len(nearest)), nearest] > C_NOISE_MATCH_TOLERANCE
+        if bool(unmatched.any()):
+            raise ValueError(
+                f"timesteps {timesteps.reshape(-1)[unmatched].tolist()} are not entries of `scheduler.timesteps`"
+                " (c_noise values); pass those, or continuous noise levels as add_noise(..., sigmas=...)."
+            )
+        return self.sigmas[nearest].reshape(timesteps.shape)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
 
 
 def _check_config(

@@ -21,6 +21,11 @@ ARCHITECTURES = (*NATIVE_ARCHITECTURES, "unet_2d")
 """--arch choices: the paper's backbones and diffusers' UNet2DModel."""
 
 
+class TrainingError(ValueError):
+    """A mistake in the run's settings, files or environment that the user can fix; `train_edm.py` reports it as one
+    line (exit status 2) instead of a traceback."""
+
+
 @dataclass(frozen=True)
 class Interval:
     """How often something happens: every `value` optimizer steps, or every `value` thousand images ("kimg")."""
@@ -147,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--ema_rampup_ratio", type=float, default=0.05,
                        help="EMA half-life ramp-up: at most this fraction of the images seen so far (0 disables).")
     optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                       help="Mixed precision through accelerate (default: accelerate's configuration).")
+                       help="Mixed precision through accelerate (default: accelerate's configuration). fp16 needs a "
+                            "GPU (autocast and a gradient scaler); on a CPU use bf16 or no.")
     optim.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile.")
     optim.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
 
@@ -172,8 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--push_to_hub", action="store_true",
                         help="Upload the pipeline folder and model card at every save and at the end.")
     output.add_argument("--hub_model_id", default=None, help="Hub repository (default: the output_dir name).")
-    output.add_argument("--hub_token", default=None,
-                        help="Hub token (default: HF_TOKEN or the cached login). Never written to disk or logs.")
+    token = output.add_mutually_exclusive_group()
+    token.add_argument("--hub_token", default=None,
+                       help="Hub token. Discouraged: a command line is visible to other users of the machine and "
+                            "accelerate launch prints it when a run fails. Default: HF_TOKEN or the cached login "
+                            "(`hf auth login`).")
+    token.add_argument("--hub_token_file", default=None,
+                       help="File holding the Hub token (read and stripped; the token is never written or logged).")
     output.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repository as private.")
     output.add_argument("--license", default="apache-2.0", help="License stated in the model card.")
 

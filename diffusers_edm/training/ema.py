@@ -23,7 +23,7 @@ def ema_beta(batch_size: int, cur_nimg: int, halflife_kimg: float, rampup_ratio:
 
 class EDMEma:
     """An averaged copy of a model: p_ema ← p + β (p_ema − p) after every optimizer step (parameters only; buffers are
-    copied). `state_dict`/`load_state_dict` make it checkpointable with `accelerator.register_for_checkpointing`.
+    copied). `state_dict`/`load_state_dict` (the averaged weights) are what checkpoints store, as safetensors.
 
     Args:
         model (`nn.Module`): the (unwrapped) model; its current weights initialise the average.

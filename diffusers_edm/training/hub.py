@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from huggingface_hub import create_repo, upload_folder
 
+from .args import TrainingError
+
 logger = logging.getLogger(__name__)
+
+COMMAND_LINE_TOKEN_WARNING = (
+    "--hub_token on the command line is visible to other users of this machine (ps, /proc) and accelerate launch "
+    "prints the whole command line when a run fails; prefer HF_TOKEN, the cached login (`hf auth login`) or "
+    "--hub_token_file.")
 
 UPLOAD_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*.tmp", "*.tmp/**", "samples/**",
                           "eval-ref-*.npz"]
 """What is never uploaded: resumable training state, logs, half-written files, the intermediate sample grids and the
 cached reference statistics of the evaluation."""
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path` (`--hub_token_file`), stripped of surrounding whitespace; never logged."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise TrainingError(f"--hub_token_file {path} is not a text file; it must hold the token only.") from None
+    except OSError as error:
+        raise TrainingError(f"--hub_token_file {path}: cannot read it ({error.strerror}).") from None
+    if not token:
+        raise TrainingError(f"--hub_token_file {path} is empty; it must hold the token (hf_...).")
+    return token
 
 
 class HubPublisher:

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import json
 import logging
 import math
 import os
-import re
-import shutil
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
@@ -25,25 +26,34 @@ from tqdm.auto import tqdm
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
-from .args import NATIVE_ARCHITECTURES, Interval
+from .args import NATIVE_ARCHITECTURES, Interval, TrainingError
 from .augment import AugmentPipe
+from .checkpoint import (
+    WRITE_ERRORS,
+    TrainingState,
+    find_checkpoint,
+    latest_complete_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    write_error_reason,
+)
 from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
-from .hub import HubPublisher
+from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
 from .loss import EDMLoss
 from .model_card import SECRET_KEYS, write_model_card
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SIGMA_BUCKETS = (0.0, 0.05, 0.2, 0.8, 3.0, math.inf)
 """Edges of the σ ranges whose losses are logged separately (the training σ has its median at 0.3)."""
 
 
 class TrainingProgress:
-    """Optimizer steps and training images so far, and the latest and best evaluation scores; checkpointed with the
-    model (the lr and EMA ramps follow it, the model card shows the scores)."""
+    """Optimizer steps and training images so far, and the latest and best evaluation scores; checkpointed (as JSON)
+    with the model (the lr and EMA ramps follow it, the model card shows the scores)."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -97,13 +107,18 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
                         num_class_labels=dataset.num_classes, augment_dim=augment_dim)
         mismatched = {k: (model.config[k], v) for k, v in expected.items() if model.config[k] != v}
         if mismatched:
-            raise ValueError(f"--model_config disagrees with the data/augmentation (config, needed): {mismatched}.")
+            raise TrainingError(f"--model_config disagrees with the data/augmentation (config, needed): {mismatched}.")
         return model
     channels = [args.model_channels * m for m in args.channel_mult]
     resolutions = [dataset.resolution >> level for level in range(len(channels))]
-    if dataset.resolution % 2 ** (len(channels) - 1):
-        raise ValueError(f"--resolution {dataset.resolution} must be divisible by 2^{len(channels) - 1} for "
-                         f"{len(channels)} levels (--channel_mult {args.channel_mult}).")
+    factor = 2 ** (len(channels) - 1)
+    if dataset.resolution % factor:
+        lower, upper = dataset.resolution // factor * factor, (dataset.resolution // factor + 1) * factor
+        raise TrainingError(
+            f"--resolution {dataset.resolution} does not fit --channel_mult {','.join(map(str, args.channel_mult))}: "
+            f"its {len(channels)} levels halve the image {len(channels) - 1} time(s), so the resolution must be "
+            f"divisible by 2^{len(channels) - 1} = {factor}; pass e.g. --resolution "
+            f"{f'{lower} or {upper}' if lower >= 4 else upper}, or fewer --channel_mult levels.")
     common = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
                   out_channels=dataset.num_channels, sigma_data=args.sigma_data,
                   num_class_labels=dataset.num_classes, augment_dim=augment_dim)
@@ -136,18 +151,6 @@ def public_config(args: argparse.Namespace) -> dict:
             for key, value in vars(args).items() if key not in SECRET_KEYS}
 
 
-def find_checkpoint(output_dir: str, which: str) -> Path | None:
-    """Resolves --resume_from_checkpoint: 'latest' (None when there is none yet) or a checkpoint folder."""
-    if which != "latest":
-        path = Path(which)
-        if not path.is_dir():
-            raise ValueError(f"--resume_from_checkpoint {which}: no such checkpoint folder.")
-        return path
-    steps = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*")
-             if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
-    return max(steps)[1] if steps else None
-
-
 def sanitize_gradients(parameters) -> None:
     """Replaces non-finite gradients in place (NaN → 0, ±inf → ±1e5), as the official loop does; no clipping."""
     for parameter in parameters:
@@ -174,6 +177,14 @@ class EDMTrainer:
                                                 logging_dir=os.path.join(args.output_dir, "logs")),
             dynamo_backend="inductor" if args.torch_compile else None,
         )
+        if args.hub_token is not None and self.accelerator.is_main_process:
+            logger.warning(COMMAND_LINE_TOKEN_WARNING)
+        if self.accelerator.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
+            raise TrainingError(
+                "--mixed_precision fp16 needs a GPU: on a CPU accelerate has neither fp16 autocast nor a gradient "
+                "scaler, and the weights end up NaN. Use --mixed_precision bf16 or no (this also overrides an fp16 "
+                "`accelerate config` or accelerate launch --mixed_precision fp16).")
+        self._prepare_output_dir()
         set_seed(args.seed, device_specific=True)
         self.dataset = build_dataset(DataConfig(
             dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
@@ -194,28 +205,40 @@ class EDMTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema.model.to(self.accelerator.device)
         self.progress = TrainingProgress()
-        self.accelerator.register_for_checkpointing(self.ema, self.progress)
         self.loss_fn = EDMLoss(args.p_mean, args.p_std, args.sigma_data)
         self.global_batch = args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps
         self.total_steps = math.ceil(args.duration_kimg * 1000 / self.global_batch)
         if args.max_train_steps is not None:
             self.total_steps = min(self.total_steps, args.max_train_steps)
         self._sampled_step = self._checkpointed_step = None
+        self._diverged_at: int | None = None  # the first step of the current run of non-finite losses
         self.evaluator = (TrainingEvaluator(args, self.dataset, self.accelerator, self._append_log)
                           if args.eval_every is not None else None)
         self.publisher = None
         if args.push_to_hub and self.accelerator.is_main_process:
+            token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
             repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
-            self.publisher = HubPublisher(repo_id, token=args.hub_token, private=args.hub_private_repo)
+            self.publisher = HubPublisher(repo_id, token=token, private=args.hub_private_repo)
+
+    def _prepare_output_dir(self) -> None:
+        """Creates --output_dir and writes training_config.json (main process), so that a path that is a file or
+        cannot be written fails at once."""
+        output_dir = Path(self.args.output_dir)
+        for folder in (output_dir, *output_dir.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise TrainingError(f"--output_dir {output_dir}: {folder} is a file, not a folder; pass the path "
+                                        f"of a folder (it is created when missing).")
+                break
+        if self.accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with open(output_dir / "training_config.json", "w", encoding="utf-8") as f:
+                json.dump(public_config(self.args), f, indent=2)
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
     def train(self) -> None:
         args, accelerator = self.args, self.accelerator
-        if accelerator.is_main_process:
-            os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, "training_config.json"), "w", encoding="utf-8") as f:
-                json.dump(public_config(args), f, indent=2)
         if accelerator.trackers:
             accelerator.init_trackers("edm", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                      for k, v in public_config(args).items()})
@@ -241,28 +264,36 @@ class EDMTrainer:
         bar = tqdm(total=self.total_steps, initial=self.progress.step, unit="step", dynamic_ncols=True,
                    disable=not accelerator.is_local_main_process)
         window = _LogWindow()
-        while self.progress.step < self.total_steps:
-            prev_nimg = self.progress.cur_nimg
-            window.add(*self._train_step(batches))
-            self.progress.step += 1
-            self.progress.cur_nimg += self.global_batch
-            bar.update(1)
-            step, cur_nimg = self.progress.step, self.progress.cur_nimg
-            if step % args.logging_steps == 0 or step == self.total_steps:
-                logs = window.flush(self.optimizer.param_groups[0]["lr"])
-                bar.set_postfix(kimg=f"{cur_nimg / 1000:.1f}", loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
-                                img_s=f"{logs['img_per_sec']:.0f}")
-                accelerator.log(logs, step=step)
-                self._append_log({"step": step, "kimg": cur_nimg / 1000, **logs})
-            if args.sample_every is not None and args.sample_every.due(step, cur_nimg, prev_nimg):
-                self._sample_grid()
-            # The last step is always evaluated, before its checkpoint so that it holds the final scores.
-            if self.evaluator is not None and (args.eval_every.due(step, cur_nimg, prev_nimg)
-                                               or step == self.total_steps):
-                self._evaluate()
-            if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
-                self._save()
-        bar.close()
+        with bar:  # closed (ending its line) before an error message is printed
+            while self.progress.step < self.total_steps:
+                prev_nimg = self.progress.cur_nimg
+                finite = window.add(*self._train_step(batches))
+                self.progress.step += 1
+                self.progress.cur_nimg += self.global_batch
+                bar.update(1)
+                step, cur_nimg = self.progress.step, self.progress.cur_nimg
+                self._diverged_at = None if finite else (self._diverged_at or step)
+                if step % args.logging_steps == 0 or step == self.total_steps:
+                    diverged = window.finite_steps == 0
+                    logs = window.flush(self.optimizer.param_groups[0]["lr"])
+                    bar.set_postfix(kimg=f"{cur_nimg / 1000:.1f}", loss=f"{logs['loss']:.4f}",
+                                    lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_sec']:.0f}")
+                    accelerator.log(logs, step=step)
+                    self._append_log({"step": step, "kimg": cur_nimg / 1000, **logs})
+                    if diverged:
+                        self._stop_diverged(logs["loss"])
+                if args.sample_every is not None and args.sample_every.due(step, cur_nimg, prev_nimg):
+                    self._sample_grid()
+                # The last step is always evaluated, before its checkpoint so that it holds the final scores.
+                if self.evaluator is not None and (args.eval_every.due(step, cur_nimg, prev_nimg)
+                                                   or step == self.total_steps):
+                    self._evaluate()
+                if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
+                    if self._diverged_at is None:
+                        self._save()
+                    elif accelerator.is_main_process:
+                        logger.warning("No checkpoint at step %d: the loss has not been finite since step %d.", step,
+                                       self._diverged_at)
         if args.sample_every is not None and self._sampled_step != self.progress.step:
             self._sample_grid()
         self._save(final=True)
@@ -287,8 +318,10 @@ class EDMTrainer:
                 loss, sigma = self.loss_fn(self._denoise, images, labels, self.augment_pipe)
                 # EDM's objective: sum over pixels, mean over images (accelerate divides by the accumulation steps).
                 accelerator.backward(loss.sum() / images.shape[0])
-                if accelerator.sync_gradients and accelerator.mixed_precision != "fp16":
-                    # fp16 runs use accelerate's gradient scaler, which skips steps with non-finite gradients itself.
+                if accelerator.sync_gradients:
+                    # With fp16 on a GPU, unscaling first lets accelerate's scaler see an overflow (and skip that
+                    # step) before the non-finite values are replaced; otherwise it does nothing.
+                    accelerator.unscale_gradients()
                     sanitize_gradients(self.model.parameters())
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -310,6 +343,10 @@ class EDMTrainer:
 
     # --- resume, samples, saving -----------------------------------------------------------------------------------
 
+    def _state(self) -> TrainingState:
+        return TrainingState(model=self.accelerator.unwrap_model(self.model), ema=self.ema, optimizer=self.optimizer,
+                             scaler=self.accelerator.scaler, progress=self.progress, config=public_config(self.args))
+
     def _maybe_resume(self) -> None:
         args = self.args
         if not args.resume_from_checkpoint:
@@ -318,13 +355,37 @@ class EDMTrainer:
         if path is None:
             logger.info("No checkpoint in %s yet; starting a new run.", args.output_dir)
             return
-        try:
-            self.accelerator.load_state(str(path))
-        except Exception as error:
-            raise ValueError(f"Could not resume from {path}: the checkpoint is incomplete or corrupt ({error}). "
-                             f"Resume from an older checkpoint-* folder or start a new run.") from error
+        load_checkpoint(path, self.accelerator, self._state())
+        self._forget_logs_after(self.progress.step)
         logger.info("Resumed from %s at step %d (%.1f kimg).", path, self.progress.step,
                     self.progress.cur_nimg / 1000)
+
+    def _forget_logs_after(self, step: int) -> None:
+        """Drops the log.jsonl records after `step` (and a line cut short by a crash): the resumed run writes those
+        steps again."""
+        path = Path(self.args.output_dir) / "logs" / "log.jsonl"
+        if not self.accelerator.is_main_process or not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _logged_step(line) <= step]
+        if len(kept) < len(lines):
+            staging = path.with_name(path.name + ".tmp")
+            staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(staging, path)
+
+    def _stop_diverged(self, loss: float) -> NoReturn:
+        """Ends a run whose loss stayed non-finite for a whole logging window, naming the checkpoint to go back to."""
+        args = self.args
+        # The loss of step s is that of the weights saved at step s - 1: the last good checkpoint comes before.
+        good = latest_complete_checkpoint(Path(args.output_dir), before_step=self._diverged_at - 1)
+        fix = f"a lower --learning_rate (now {args.learning_rate:g})"
+        if self.accelerator.mixed_precision == "fp16":
+            fix += " or --mixed_precision bf16"
+        where = (f"The last good checkpoint is {good}: resume from it with --resume_from_checkpoint {good} and {fix}"
+                 if good is not None else f"No checkpoint was written before it: start again with {fix}")
+        raise TrainingError(
+            f"the loss has not been finite since step {self._diverged_at} ({loss} at step {self.progress.step}): "
+            f"training diverged and stops without saving. {where}.")
 
     def _pipeline(self) -> EDMPipeline:
         pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=self.args.sigma_data))
@@ -381,28 +442,16 @@ class EDMTrainer:
             self.publisher.upload(args.output_dir, message)
 
     def _checkpoint(self) -> None:
-        """accelerate state (model, optimizer, RNG, EMA, progress) into checkpoint-<step>.tmp, renamed when
-        complete, so resume never picks up a half-written checkpoint; older ones beyond the limit are removed."""
-        args, accelerator = self.args, self.accelerator
+        """Writes checkpoint-<step> (model, EMA, optimizer, progress, RNG states; see `checkpoint.save_checkpoint`) and
+        removes the oldest ones beyond --checkpoints_total_limit."""
         if self._checkpointed_step == self.progress.step:
             return
         self._checkpointed_step = self.progress.step
-        final = Path(args.output_dir) / f"checkpoint-{self.progress.step}"
-        staging = final.with_name(final.name + ".tmp")
-        if accelerator.is_main_process and staging.exists():
-            shutil.rmtree(staging)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
-            existing = sorted((int(m.group(1)), p) for p in Path(args.output_dir).glob("checkpoint-*")
-                              if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name)))
-            for _, old in existing[: max(len(existing) - args.checkpoints_total_limit, 0)]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
+        output_dir = Path(self.args.output_dir)
+        save_checkpoint(output_dir / f"checkpoint-{self.progress.step}", self.accelerator, self._state())
+        if self.accelerator.is_main_process:
+            prune_checkpoints(output_dir, self.args.checkpoints_total_limit, self.progress.step)
+        self.accelerator.wait_for_everyone()
 
 
 class _LogWindow:
@@ -410,11 +459,16 @@ class _LogWindow:
 
     def __init__(self) -> None:
         self.losses, self.sigmas, self.images, self.start = [], [], 0, time.perf_counter()
+        self.finite_steps = 0
 
-    def add(self, losses: torch.Tensor, sigmas: torch.Tensor, images: int) -> None:
+    def add(self, losses: torch.Tensor, sigmas: torch.Tensor, images: int) -> bool:
+        """Adds a step's losses; returns whether they are all finite."""
         self.losses.append(losses.cpu())
         self.sigmas.append(sigmas.cpu())
         self.images += images
+        finite = bool(torch.isfinite(self.losses[-1]).all())
+        self.finite_steps += finite
+        return finite
 
     def flush(self, lr: float) -> dict[str, float]:
         losses, sigmas = torch.cat(self.losses), torch.cat(self.sigmas)
@@ -428,13 +482,38 @@ class _LogWindow:
         return logs
 
 
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line; infinite for a line that is not a record (cut short by a crash)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def train(args: argparse.Namespace) -> None:
-    """Runs `train_edm.py` with parsed arguments."""
+    """Runs `train_edm.py` with parsed arguments. A mistake the user can fix (settings, data, checkpoints, a full or
+    read-only disk) ends the run with one line and exit status 2; anything else keeps its traceback."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("accelerate", "diffusers", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        trainer = EDMTrainer(args)
-    except DatasetError as error:  # bad data is reported before training starts, without a traceback
-        raise SystemExit(f"train_edm.py: error: {error}") from error
-    trainer.train()
+        EDMTrainer(args).train()
+    except (TrainingError, DatasetError) as error:
+        _exit_with_error(str(error), every_process=False)  # raised alike on every process: reported once
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = ("free some space or pass an --output_dir on a disk with room, then continue with "
+                      "--resume_from_checkpoint latest")
+        else:
+            advice = "check its permissions, or pass an --output_dir you can write to"
+        _exit_with_error(f"{error.filename}: {write_error_reason(error)}; {advice}.", every_process=True)
+
+
+def _exit_with_error(message: str, every_process: bool) -> NoReturn:
+    """Prints `train_edm.py: error: <message>` as one line (on the main process only unless `every_process`) and exits
+    with status 2, as argparse does for a bad command line."""
+    if every_process or PartialState().is_main_process:
+        print(f"train_edm.py: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

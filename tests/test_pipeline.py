@@ -9,7 +9,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import ConsistencyModelPipeline, DiffusionPipeline, EDMEulerScheduler, UNet2DModel
+from diffusers import (
+    ConsistencyModelPipeline,
+    DDIMScheduler,
+    DiffusionPipeline,
+    EDMEulerScheduler,
+    UNet2DModel,
+)
 
 from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
 
@@ -202,9 +208,10 @@ def test_bad_calls_are_rejected():
         pipe(batch_size=2, generator=[torch.Generator()])
     with pytest.raises(ValueError, match="unconditional"):
         make_pipeline()(class_labels=1)
-    raw_mode = EDMPipeline(unet=pipe.unet, scheduler=EDMHeunScheduler(prediction_type="epsilon"))
-    with pytest.raises(ValueError, match="prediction_type='sample'"):
-        raw_mode()
+    # A scheduler in raw-network mode now runs (the pipeline converts D; tests/test_pipeline_schedulers.py), one that
+    # does not work on noise levels σ is refused with the list of those that do.
+    with pytest.raises(ValueError, match="cannot run a DDIMScheduler.*EDMHeunScheduler, EDMAblationScheduler"):
+        EDMPipeline(unet=pipe.unet, scheduler=DDIMScheduler())()
 
 
 def test_latent_output_is_the_raw_final_sample_that_pil_quantises():

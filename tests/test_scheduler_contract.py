@@ -10,7 +10,13 @@ import warnings
 
 import pytest
 import torch
-from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+)
 
 from diffusers_edm import EDMAblationScheduler, EDMHeunScheduler
 from diffusers_edm.preconditioning import make_preconditioning
@@ -121,7 +127,8 @@ def test_compatibles(config):
     """Every compatible diffusers scheduler built from the config gives it back unchanged (diffusers compares all
     the original's keys; `_use_default_values` is compared by content: none is marked on either side)."""
     scheduler = EDMHeunScheduler(**config)
-    assert set(scheduler.compatibles) == {EDMEulerScheduler, EDMDPMSolverMultistepScheduler}
+    assert set(scheduler.compatibles) == {EDMEulerScheduler, EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                                          HeunDiscreteScheduler, DPMSolverMultistepScheduler}
     init_keys = set(inspect.signature(EDMHeunScheduler.__init__).parameters)
     for compatible_class in scheduler.compatibles:
         compatible = compatible_class.from_config(scheduler.config)
@@ -132,8 +139,9 @@ def test_compatibles(config):
         assert not ({k for k in new_scheduler.config if k not in scheduler.config} & init_keys)
 
 
-def test_ablation_scheduler_has_no_diffusers_compatibles():
-    assert EDMAblationScheduler().compatibles == []
+def test_ablation_scheduler_has_the_compatibles_of_edm_heun():
+    """Both list the schedulers EDMPipeline runs in their place (tests/test_pipeline_schedulers.py)."""
+    assert set(EDMAblationScheduler().compatibles) == set(EDMHeunScheduler().compatibles)
 
 
 @pytest.mark.parametrize("scheduler_class,config", SCHEDULERS)

@@ -42,24 +42,34 @@ class ConditioningEmbedding(nn.Embedding):
     all-zero augment labels, as used at sampling, contribute nothing.
 
     Its input is an integer tensor (B,) or a float tensor (B, num_class_labels + augment_dim) holding the label vector
-    followed by the augment labels.
+    followed by the augment labels. In training mode, `label_dropout` zeroes the class part of a random fraction of
+    the rows (the all-zero label vector is EDM's "no label"), as the official networks' label dropout does, so that
+    one model learns the conditional and the unconditional denoiser for classifier-free guidance.
     """
 
-    def __init__(self, num_class_labels: int, augment_dim: int, embedding_dim: int) -> None:
+    def __init__(self, num_class_labels: int, augment_dim: int, embedding_dim: int, label_dropout: float = 0.0) -> None:
         super().__init__(num_class_labels, embedding_dim)
         self.num_class_labels = num_class_labels
+        self.label_dropout = label_dropout
         self.augment_proj = nn.Linear(augment_dim, embedding_dim, bias=False) if augment_dim else None
         if self.augment_proj is not None:
             nn.init.zeros_(self.augment_proj.weight)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         if not labels.is_floating_point():
-            return super().forward(labels)
+            return self._drop_labels(super().forward(labels))
         class_vectors, augment_labels = labels.split([self.num_class_labels, labels.shape[1] - self.num_class_labels], 1)
-        embedding = class_vectors.to(self.weight.dtype) @ self.weight
+        embedding = self._drop_labels(class_vectors.to(self.weight.dtype) @ self.weight)
         if self.augment_proj is not None:
             embedding = embedding + self.augment_proj(augment_labels.to(self.augment_proj.weight.dtype))
         return embedding
+
+    def _drop_labels(self, class_embedding: torch.Tensor) -> torch.Tensor:
+        """The class embedding with the rows of a `label_dropout` fraction of the batch zeroed (training mode only)."""
+        if not (self.training and self.label_dropout):
+            return class_embedding
+        keep = torch.rand([class_embedding.shape[0], 1], device=class_embedding.device) >= self.label_dropout
+        return class_embedding * keep.to(class_embedding.dtype)
 
 
 class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
@@ -88,6 +98,9 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             one-hot/soft vectors, as EDM uses; they are embedded and added to the noise embedding.
         augment_dim (`int`, defaults to 0): length of the augment-label vector of non-leaky augmentation (9 for EDM's
             pipeline; 0: none). Mapped linearly (no bias) onto the noise embedding; absent labels mean zeros.
+        label_dropout (`float`, defaults to 0): for the `UNet2DModel` backbone, the probability of training a sample
+            without its class label (classifier-free guidance); the native backbones take it in `backbone_config`,
+            as the official networks do.
         Other arguments: those of `UNet2DModel` (its sinusoidal time embedding receives c_noise = ¼ ln σ).
     """
 
@@ -122,6 +135,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         sigma_data: float = 0.5,
         num_class_labels: int = 0,
         augment_dim: int = 0,
+        label_dropout: float = 0.0,
         backbone_type: str = "unet_2d",
         backbone_config: dict | None = None,
         preconditioning: str = "edm",
@@ -134,6 +148,11 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"num_class_labels and augment_dim must be >= 0, got {num_class_labels}, {augment_dim}.")
         if backbone_type not in BACKBONE_TYPES:
             raise ValueError(f"backbone_type={backbone_type!r} is not supported; use one of {BACKBONE_TYPES}.")
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}.")
+        if label_dropout and backbone_type != "unet_2d":
+            raise ValueError(f"The {backbone_type} backbone takes label_dropout in backbone_config, as the official"
+                             " networks do; leave the top-level label_dropout at 0.")
         precond_kwargs = dict(preconditioning_config or {})
         if preconditioning == "edm":
             precond_kwargs.setdefault("sigma_data", sigma_data)
@@ -177,7 +196,8 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         )
         if num_class_labels or augment_dim:
             embedding_dim = time_embedding_dim or block_out_channels[0] * 4
-            self.backbone.class_embedding = ConditioningEmbedding(num_class_labels, augment_dim, embedding_dim)
+            self.backbone.class_embedding = ConditioningEmbedding(num_class_labels, augment_dim, embedding_dim,
+                                                                  label_dropout)
 
     def forward(
         self,
@@ -329,7 +349,10 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
                 f"integer class_labels must have shape ({batch_size},), got {tuple(class_labels.shape)}; label vectors"
                 f" must be floating point with shape ({batch_size}, {num_classes})."
             )
-        if class_labels.device.type == "cpu" and not bool(((class_labels >= 0) & (class_labels < num_classes)).all()):
+        # Not while compiling, where the data-dependent branch would break the graph (EDMPipeline checks its labels
+        # before sampling).
+        checked_here = class_labels.device.type == "cpu" and not torch.compiler.is_compiling()
+        if checked_here and not bool(((class_labels >= 0) & (class_labels < num_classes)).all()):
             raise ValueError(f"class_labels must lie in [0, {num_classes}), got {class_labels.tolist()}.")
         return class_labels
 

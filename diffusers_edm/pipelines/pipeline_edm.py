@@ -1,23 +1,36 @@
 # Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
-"""Image generation with an EDM denoiser and EDM's sampler (Karras et al. 2022, Algorithm 2)."""
+"""Image generation with an EDM denoiser (Karras et al. 2022): EDM's sampler or any EDM-family scheduler, with
+classifier-free guidance, autoguidance and a guidance interval."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.schedulers import (
+    DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor, unwrap_module
 
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
+from ..preconditioning import edm_preconditioning
+from ..schedulers.scheduling_edm_ablation import EDMAblationScheduler
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
+from ..schedulers.sigma_schedule import check_num_inference_steps
 
 LOADER_MODULE = "pipeline_diffusers_edm"
 """Name of the loader file written next to `model_index.json` (see `EDMPipeline.save_pretrained`)."""
@@ -31,13 +44,106 @@ from diffusers_edm import EDMPipeline  # noqa: F401
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
+class SchedulerFamily(NamedTuple):
+    """How [`EDMPipeline`] drives the schedulers of one family: what it feeds its denoiser and hands to `step`."""
+
+    schedulers: tuple[type[SchedulerMixin], ...]
+    edm_sampler: bool
+    """EDM's own samplers: the official noise stream, the network's σ range and `round_sigma`, custom `sigmas`, a
+    float64 state."""
+    preconditioned: bool
+    """The model outputs it takes are EDM's (the raw network F of Eq. 7, with the scheduler's σ_data); otherwise those
+    of diffusers' σ-space schedulers (ε, v of x = y + σ n)."""
+    variance_preserving: bool
+    """Its sample is x / √(σ² + 1) (DPM-Solver's state) instead of x itself."""
+    prediction_types: tuple[str, ...]
+    """The `prediction_type`s it can run."""
+    takes_denoised: bool = False
+    """Its `step` accepts the denoised estimate itself (`pred_original_sample`), so it runs `prediction_type="sample"`
+    although its own preconditioning does not implement it."""
+
+
+SCHEDULER_FAMILIES = (
+    SchedulerFamily((EDMHeunScheduler, EDMAblationScheduler), edm_sampler=True, preconditioned=True,
+                    variance_preserving=False, prediction_types=("sample", "epsilon", "v_prediction")),
+    SchedulerFamily((EDMEulerScheduler,), edm_sampler=False, preconditioned=True, variance_preserving=False,
+                    prediction_types=("sample", "epsilon", "v_prediction"), takes_denoised=True),
+    SchedulerFamily((EDMDPMSolverMultistepScheduler,), edm_sampler=False, preconditioned=True,
+                    variance_preserving=False, prediction_types=("epsilon", "v_prediction")),
+    SchedulerFamily((EulerDiscreteScheduler, HeunDiscreteScheduler), edm_sampler=False, preconditioned=False,
+                    variance_preserving=False, prediction_types=("sample", "epsilon", "v_prediction")),
+    SchedulerFamily((DPMSolverMultistepScheduler,), edm_sampler=False, preconditioned=False, variance_preserving=True,
+                    prediction_types=("sample", "epsilon", "v_prediction")),
+)
+"""The schedulers [`EDMPipeline`] runs (the `_compatibles` of [`EDMHeunScheduler`] and [`EDMAblationScheduler`])."""
+
+DENOISER_INTERFACE = ("sigma_min", "sigma_max", "round_sigma")
+"""What the pipeline uses of its denoisers besides `forward` and `config`: the σ range and `round_sigma` of their
+preconditioning (see [`EDMPreconditionedUNet2DModel`])."""
+
+SIGMA_RANGE_TOLERANCE = 1e-6
+"""Relative slack of the check that a scheduler's σ lie in the network's range: diffusers' schedulers hold σ in float32,
+so a range end configured exactly (e.g. sigma_min=0.02 for a VE network) may be off by an ulp."""
+
+SUPPORTED_SCHEDULERS = tuple(cls.__name__ for family in SCHEDULER_FAMILIES for cls in family.schedulers)
+
+
+class _Evaluation(NamedTuple):
+    """One model evaluation of a run, laid out before the loop starts (so the loop needs no host synchronisation)."""
+
+    sigma: float  # the scheduler's noise level σ of this evaluation
+    input_scale: float  # the denoiser's input is x = input_scale · sample (√(σ² + 1) for a variance-preserving state)
+    output_coefficients: tuple[float, float] | None  # the scheduler's model output is a D + b x; None: D itself
+    guided: bool  # whether guidance applies at this σ (inside the guidance interval)
+
+
+class _Guidance(NamedTuple):
+    """The guidance of a run: D = D_guide + w (D − D_guide)."""
+
+    scale: float  # w
+    guide_unet: EDMPreconditionedUNet2DModel | None  # autoguidance; None: classifier-free guidance
+    labels: torch.Tensor | None  # classifier-free guidance: the label vectors followed by as many all-zero rows
+
+
 class EDMPipeline(DiffusionPipeline):
     r"""
-    Unconditional or class-conditional image generation with an EDM denoiser (Karras et al. 2022).
+    Unconditional or class-conditional image generation with an EDM denoiser (Karras et al. 2022), with optional
+    guidance (classifier-free guidance, autoguidance, a guidance interval).
 
     Args:
         unet ([`EDMPreconditionedUNet2DModel`]): the denoiser D(x; σ).
-        scheduler ([`EDMHeunScheduler`]): EDM's sampler, in `prediction_type="sample"` mode (the model returns D).
+        scheduler ([`SchedulerMixin`]): the sampler; [`EDMHeunScheduler`] (EDM's sampler, by default in
+            `prediction_type="sample"` mode) or any scheduler of `SUPPORTED_SCHEDULERS`.
+        guide_unet ([`EDMPreconditionedUNet2DModel`], *optional*): a second denoiser for autoguidance (Karras et al.
+            2024), typically a smaller or less trained version of `unet` with the same image shape and classes. It is
+            saved and loaded with the pipeline; `pipe.guide_unet = ...` sets it later.
+
+    Schedulers. `pipe.scheduler = X.from_config(pipe.scheduler.config)` swaps in any of these; the pipeline evaluates
+    D at the noise level σ the scheduler holds for each evaluation (`scheduler.sigmas[i]`, read before sampling) and
+    hands the scheduler the output its `prediction_type` asks for:
+
+    - [`EDMHeunScheduler`], [`EDMAblationScheduler`]: EDM's samplers, run on the official random stream, with their
+      noise range clamped to the network's and σ snapped by its `round_sigma` (iDDPM networks). "sample": D;
+      "epsilon": the raw network output F = (D − c_skip x) / c_out of Eq. 7 with the scheduler's σ_data;
+      "v_prediction": −F.
+    - diffusers' `EDMEulerScheduler` ("epsilon", "v_prediction" as above; "sample" by handing it D as its
+      `pred_original_sample`) and `EDMDPMSolverMultistepScheduler` ("epsilon", "v_prediction").
+    - diffusers' σ-space schedulers `EulerDiscreteScheduler`, `HeunDiscreteScheduler` and
+      `DPMSolverMultistepScheduler` (whose sample is x / √(σ² + 1)): "epsilon": ε = (x − D) / σ; "v_prediction":
+      v = (x / (σ² + 1) − D) √(σ² + 1) / σ; "sample": D, with x the noisy image y + σ n. Their noise levels come from
+      their beta schedule (e.g. 0.01 … 157 for the default linear betas) unless `use_karras_sigmas=True`, with which
+      they take `sigma_min` and `sigma_max` from the config (EDM's 0.002 and 80 when built from an EDM scheduler's
+      config) and space them by EDM's ρ = 7 schedule. Flow-matching sigmas are not supported.
+
+    The schedulers other than EDM's own start from `latents * scheduler.init_noise_sigma` as in diffusers (e.g.
+    √(σ_max² + 1) for `EDMEulerScheduler`), keep a float32 state and are not clamped: σ outside the range the network
+    supports is a `ValueError`. σ is not snapped to an iDDPM network's discrete levels.
+
+    Guidance (`guidance_scale` w ≠ 1): D = D_guide + w (D − D_guide). With a `guide_unet` this is autoguidance
+    (D_guide is the guide's, given the same class labels); otherwise, for a class-conditional unet, classifier-free
+    guidance (D_guide is the unet given all-zero label vectors, EDM's "no label", evaluated in one batch with the
+    conditional branch). `guidance_interval=(σ_lo, σ_hi)` limits guidance to σ_lo < σ ≤ σ_hi (Kynkäänniemi et al.
+    2024); elsewhere the guide is not evaluated.
 
     Saved pipelines record the component classes by module path in `model_index.json`
     (`diffusers_edm.models.unet_edm` and `diffusers_edm.schedulers.scheduling_edm_heun`); these paths are a stable
@@ -46,12 +152,47 @@ class EDMPipeline(DiffusionPipeline):
     `save_pretrained` writes (it only imports this package).
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "unet->guide_unet"
+    _optional_components = ["guide_unet"]
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet: EDMPreconditionedUNet2DModel, scheduler: EDMHeunScheduler) -> None:
+    def __init__(
+        self,
+        unet: EDMPreconditionedUNet2DModel,
+        scheduler: SchedulerMixin,
+        guide_unet: EDMPreconditionedUNet2DModel | None = None,
+    ) -> None:
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
+        _check_denoiser(unet, "unet")
+        if guide_unet is not None:
+            _check_guide(unet, guide_unet)
+        self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet)
+        self._interrupt = False
+        self._num_timesteps = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """As [`DiffusionPipeline.__setattr__`]; an optional component that was `None` and is set now (e.g.
+        `pipe.guide_unet = EDMPreconditionedUNet2DModel.from_pretrained(...)`) is also recorded in the config, which
+        diffusers leaves empty, so that `save_pretrained` saves it."""
+        if name in self._optional_components and value is not None and self.config.get(name, (None,))[0] is None:
+            self.register_modules(**{name: value})
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def interrupt(self) -> bool:
+        """Whether the running call stops before its next model evaluation; set it (or `_interrupt`, as diffusers'
+        pipelines do) from `callback_on_step_end`. The call then returns the current sample. Reset by each call."""
+        return self._interrupt
+
+    @interrupt.setter
+    def interrupt(self, value: bool) -> None:
+        self._interrupt = value
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """Number of model evaluations (`len(scheduler.timesteps)`) of the last call; `None` before the first."""
+        return self._num_timesteps
 
     @torch.no_grad()
     def __call__(
@@ -67,9 +208,11 @@ class EDMPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         sigmas: list[float] | None = None,
         seeds: list[int] | None = None,
+        guidance_scale: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
-        Generates images with EDM's sampler.
+        Generates images.
 
         Args:
             batch_size (`int`, defaults to 1): number of images.
@@ -77,8 +220,8 @@ class EDMPipeline(DiffusionPipeline):
                 for all images, one per image, or label vectors (batch_size, num_classes), e.g. one-hot rows (integer
                 rows are converted to float32). `None` draws them uniformly with `generator` (after the initial
                 noise, per image when `generator` is a list).
-            num_inference_steps (`int`, defaults to 18): sampler steps N; the model is evaluated 2N − 1 times
-                (Heun). 18 steps (35 evaluations) is the paper's CIFAR-10 setting.
+            num_inference_steps (`int`, defaults to 18): sampler steps N; EDM's Heun sampler evaluates the model
+                2N − 1 times. 18 steps (35 evaluations) is the paper's CIFAR-10 setting.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): random source; a list gives one
                 generator per image, making each image independent of the batch it is in.
             latents (`torch.Tensor`, *optional*): unscaled N(0, I) initial noise (batch_size, C, H, W), floating point
@@ -89,18 +232,24 @@ class EDMPipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): called after every model evaluation as
                 `callback_on_step_end(pipe, i, t, callback_kwargs)`; it may return `{"latents": ...}` to replace the
-                sample.
+                scheduler's sample, and may set `pipe.interrupt = True` to stop sampling.
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs` (only "latents").
-            sigmas (`list[float]`, *optional*): custom step noise levels σ_0 > … > σ_{N-1} instead of the ρ-schedule.
+            sigmas (`list[float]`, *optional*): custom step noise levels σ_0 > … > σ_{N-1} instead of the schedule
+                (EDM's own schedulers only).
             seeds (`list[int]`, *optional*): one seed per image, used as EDM's `generate.py` uses them: image i gets
                 its own generator seeded with `seeds[i] % 2**32` on the pipeline's device, which draws the initial
-                noise, then the class index (for conditional models, even when `class_labels` is given), then one
-                float64 normal per sampler step. The same seeds give the official script's images (CPU generators
-                reproduce its CPU runs). Equivalent to `generator=[torch.Generator(device).manual_seed(s % 2**32) for
-                s in seeds]`; `batch_size` is then `len(seeds)`.
+                noise, then the class index (for conditional models, even when `class_labels` is given), then (EDM's
+                own schedulers) one float64 normal per sampler step. The same seeds give the official script's images
+                (CPU generators reproduce its CPU runs). Equivalent to `generator=[torch.Generator(device).manual_seed(
+                s % 2**32) for s in seeds]`; `batch_size` is then `len(seeds)`.
+            guidance_scale (`float`, defaults to 1.0): guidance weight w; D = D_guide + w (D − D_guide). 1 is no
+                guidance (the guide is never evaluated). With a `guide_unet` it is autoguidance, otherwise
+                classifier-free guidance of a class-conditional unet (an unconditional unet needs a guide).
+            guidance_interval (`tuple[float, float]`, *optional*): (σ_lo, σ_hi), 0 ≤ σ_lo < σ_hi (σ_hi may be
+                `math.inf`): guide only the evaluations at σ_lo < σ ≤ σ_hi; `None` guides all of them.
 
-        The sampler follows the official random stream in every case (a list of generators is the per-image form of
-        it) and clamps its noise range to the range the network supports (e.g. σ ≥ 0.02 for VE networks).
+        EDM's own schedulers follow the official random stream in every case (a list of generators is the per-image
+        form of it) and clamp their noise range to the range the network supports (e.g. σ ≥ 0.02 for VE networks).
 
         The arguments are checked before sampling starts (a `ValueError` naming the argument); a final sample that is
         not finite (e.g. NaN weights, or a σ so large that σ² overflows the network's dtype) gives a `RuntimeWarning`
@@ -109,7 +258,7 @@ class EDMPipeline(DiffusionPipeline):
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images.
         """
-        self._check_components()
+        family = self._check_components()
         if not _is_integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if seeds is not None:
@@ -128,31 +277,60 @@ class EDMPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs may only contain {self._callback_tensor_inputs}.")
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        if sigmas is not None and not family.edm_sampler:
+            raise ValueError(
+                f"sigmas (custom noise levels) need EDMHeunScheduler or EDMAblationScheduler; the"
+                f" {type(self.scheduler).__name__} sets its own noise levels from its config."
+            )
+        interval = self._check_guidance(guidance_scale, guidance_interval)
         device = self._execution_device
-        # Algorithm 2 keeps its state in float64 (as the official sampler); MPS has no float64.
-        state_dtype = torch.float32 if device.type == "mps" else torch.float64
+        # EDM's samplers keep their state in float64, as the official sampler (MPS has no float64); diffusers'
+        # schedulers compute in float32.
+        state_dtype = torch.float64 if family.edm_sampler and device.type != "mps" else torch.float32
 
         shape = (batch_size, self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         _check_latents(latents, shape)
         given_labels = self._check_class_labels(class_labels, batch_size)
-        self.scheduler.set_timesteps(
-            num_inference_steps if sigmas is None else None, device=device, sigmas=sigmas,
-            net_sigma_min=self.unet.sigma_min, net_sigma_max=self.unet.sigma_max, round_sigma=self.unet.round_sigma,
-            official_noise_stream=True,
-        )
+        self._set_timesteps(family, num_inference_steps, sigmas, device)
+        timesteps = self.scheduler.timesteps
+        evaluation_sigmas = self.scheduler.sigmas[: len(timesteps)].detach().cpu()
+        evaluations = _plan_evaluations(family, self.scheduler, evaluation_sigmas, interval)
+        self._check_noise_levels(family, evaluations)
 
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         labels = self._class_labels(given_labels, batch_size, generator, device)
         sample = latents.to(device=device, dtype=state_dtype) * self.scheduler.init_noise_sigma
-        sample = self.scheduler.add_initial_churn(sample, generator)
+        if family.edm_sampler:
+            sample = self.scheduler.add_initial_churn(sample, generator)
+        guidance = self._guidance(guidance_scale, labels)
 
-        timesteps = self.scheduler.timesteps
+        model_sigmas = evaluation_sigmas.to(device=device, dtype=state_dtype)
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
+        prediction_type = self.scheduler.config.prediction_type
+        # EDM's samplers in "sample" mode hand the denoiser its input (x / s(t) in the ablation sampler).
+        denoiser_takes_model_input = family.edm_sampler and prediction_type == "sample"
+        hands_denoised = family.takes_denoised and prediction_type == "sample"
+        self._num_timesteps = len(timesteps)
+        self._interrupt = False
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                evaluation = evaluations[i]
                 model_input = self.scheduler.scale_model_input(sample, t)
-                denoised = self.unet(model_input, t, class_labels=labels, return_dict=False)[0]
-                sample = self.scheduler.step(denoised, t, sample, generator=generator, return_dict=False)[0]
+                x = model_input if denoiser_takes_model_input else sample
+                if evaluation.input_scale != 1.0:
+                    x = x * evaluation.input_scale
+                denoised = self._denoise(x, model_sigmas[i], labels, guidance if evaluation.guided else None)
+                model_output = denoised
+                if evaluation.output_coefficients is not None:
+                    a, b = evaluation.output_coefficients
+                    model_output = a * denoised.to(x.dtype) + b * x
+                if hands_denoised:
+                    step_kwargs["pred_original_sample"] = denoised
+                sample = self.scheduler.step(model_output, t, sample, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     callback_kwargs = {}
                     for name in callback_on_step_end_tensor_inputs:
@@ -169,15 +347,109 @@ class EDMPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _check_components(self) -> None:
-        scheduler_config = self.scheduler.config
-        timestep_type = getattr(self.scheduler, "resolved_timestep_type", None)
-        if scheduler_config.get("prediction_type") != "sample" or timestep_type != "sigma":
-            raise ValueError(
-                "EDMPipeline's unet returns the denoised image D(x; σ) and takes σ itself as its timestep; use an"
-                " EDMHeunScheduler with prediction_type='sample' and timestep_type='sigma' (its defaults), e.g."
-                " EDMHeunScheduler.from_config(pipe.scheduler.config, prediction_type='sample', timestep_type=None)."
+    def _check_components(self) -> SchedulerFamily:
+        """Checks that the unet is an EDM denoiser and the scheduler one the pipeline runs; returns its family."""
+        _check_denoiser(self.unet, "unet")
+        return scheduler_family(self.scheduler)
+
+    def _set_timesteps(
+        self, family: SchedulerFamily, num_inference_steps: int | None, sigmas: list[float] | None,
+        device: torch.device,
+    ) -> None:
+        """Lays out the scheduler's run from evaluation 0 (`set_begin_index(0)`, so no scheduler has to find its
+        first timestep: diffusers' discrete schedulers can repeat one where their table ends). EDM's samplers take the
+        network's noise range, its `round_sigma` and the official noise stream."""
+        if family.edm_sampler:
+            self.scheduler.set_timesteps(
+                num_inference_steps if sigmas is None else None, device=device, sigmas=sigmas,
+                net_sigma_min=self.unet.sigma_min, net_sigma_max=self.unet.sigma_max,
+                round_sigma=self.unet.round_sigma, official_noise_stream=True,
             )
+        else:
+            self.scheduler.set_timesteps(check_num_inference_steps(num_inference_steps), device=device)
+        self.scheduler.set_begin_index(0)
+
+    def _check_guidance(
+        self, guidance_scale: float, guidance_interval: tuple[float, float] | None
+    ) -> tuple[float, float] | None:
+        """The guidance interval (σ_lo, σ_hi) when guidance is on, `None` when it is off (w = 1); a `ValueError`
+        naming the argument for an unusable scale or interval, an unconditional unet without a guide, or a guide
+        that does not fit the unet."""
+        is_real = isinstance(guidance_scale, (int, float, np.integer, np.floating))
+        if isinstance(guidance_scale, bool) or not is_real or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number (1.0: no guidance), got {guidance_scale!r}.")
+        interval = (0.0, math.inf)
+        if guidance_interval is not None:
+            try:
+                low, high = (float(bound) for bound in guidance_interval)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"guidance_interval must be a pair (sigma_lo, sigma_hi) of noise levels, got {guidance_interval!r}."
+                ) from error
+            if not 0 <= low < high:
+                raise ValueError(
+                    f"guidance_interval must satisfy 0 <= sigma_lo < sigma_hi (sigma_hi may be math.inf), got"
+                    f" {guidance_interval!r}."
+                )
+            interval = (low, high)
+        if guidance_scale == 1:
+            return None
+        if self.guide_unet is not None:
+            _check_guide(self.unet, self.guide_unet)
+        elif not self.unet.config.num_class_labels:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a guide: the unet is unconditional, so classifier-free guidance"
+                " is not possible; set pipe.guide_unet (autoguidance) or use guidance_scale=1.0."
+            )
+        return interval
+
+    def _check_noise_levels(self, family: SchedulerFamily, evaluations: list[_Evaluation]) -> None:
+        """A `ValueError` when the scheduler evaluates the unet (or the guide) at a σ outside the range it supports
+        (EDM's own schedulers clamp their schedule to the unet's range instead)."""
+        checks = []
+        if not family.edm_sampler:
+            checks.append((self.unet, "unet", [e.sigma for e in evaluations]))
+        if self.guide_unet is not None:
+            checks.append((self.guide_unet, "guide_unet", [e.sigma for e in evaluations if e.guided]))
+        for network, name, levels in checks:
+            low, high = network.sigma_min * (1 - SIGMA_RANGE_TOLERANCE), network.sigma_max * (1 + SIGMA_RANGE_TOLERANCE)
+            outside = [sigma for sigma in levels if not low <= sigma <= high]
+            if outside:
+                scheduler_name = type(self.scheduler).__name__
+                raise ValueError(
+                    f"The {scheduler_name} evaluates the {name} at σ = {outside[0]:g}, outside the range"
+                    f" [{network.sigma_min:g}, {network.sigma_max:g}] it supports. Set the scheduler's noise range"
+                    f" inside it (e.g. {scheduler_name}.from_config(pipe.scheduler.config, sigma_min=...,"
+                    " sigma_max=...), for diffusers' discrete schedulers with use_karras_sigmas=True), or use"
+                    " EDMHeunScheduler, which clamps its schedule to the unet's range."
+                )
+
+    def _guidance(self, guidance_scale: float, labels: torch.Tensor | None) -> _Guidance | None:
+        """The run's guidance (`None` for w = 1): autoguidance by the guide_unet, else classifier-free guidance with
+        the label vectors of `labels` followed by as many all-zero rows (EDM's "no label")."""
+        if guidance_scale == 1:
+            return None
+        if self.guide_unet is not None:
+            return _Guidance(float(guidance_scale), self.guide_unet, None)
+        vectors = labels if labels.is_floating_point() else torch.nn.functional.one_hot(
+            labels, self.unet.config.num_class_labels).to(torch.float32)
+        return _Guidance(float(guidance_scale), None, torch.cat([vectors, torch.zeros_like(vectors)]))
+
+    def _denoise(
+        self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None, guidance: _Guidance | None
+    ) -> torch.Tensor:
+        """D(x; σ), guided when `guidance` is given: D_guide + w (D − D_guide) (EDM2's `lerp`), D_guide being the
+        guide_unet's (autoguidance) or the unet's given no label, evaluated in one batch with the conditional branch
+        (classifier-free guidance)."""
+        if guidance is None:
+            return self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
+        if guidance.guide_unet is not None:
+            denoised = self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
+            guide = guidance.guide_unet(x, sigma, class_labels=labels, return_dict=False)[0].to(denoised.dtype)
+        else:
+            both = self.unet(torch.cat([x, x]), sigma, class_labels=guidance.labels, return_dict=False)[0]
+            denoised, guide = both.chunk(2)
+        return torch.lerp(guide, denoised, guidance.scale)
 
     def _check_class_labels(
         self, class_labels: int | list[int] | torch.Tensor | None, batch_size: int
@@ -336,6 +608,109 @@ def _check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> None
         raise ValueError(f"latents must be floating point (unscaled N(0, I) noise), got {latents.dtype}.")
     if not bool(torch.isfinite(latents).all()):
         raise ValueError("latents contain NaN or infinite values; pass finite N(0, I) noise.")
+
+
+def scheduler_family(scheduler: SchedulerMixin) -> SchedulerFamily:
+    """The family of a scheduler that [`EDMPipeline`] runs; a `ValueError` naming the schedulers it runs when it
+    cannot run this one (another class, a `prediction_type` the scheduler cannot execute, flow-matching sigmas)."""
+    name = type(scheduler).__name__
+    family = next((f for f in SCHEDULER_FAMILIES if isinstance(scheduler, f.schedulers)), None)
+    if family is None:
+        raise ValueError(
+            f"EDMPipeline cannot run a {name}: it needs a scheduler that works on noise levels σ of x = y + σ n, one"
+            f" of {', '.join(SUPPORTED_SCHEDULERS)}; e.g. pipe.scheduler ="
+            " EDMHeunScheduler.from_config(pipe.scheduler.config)."
+        )
+    prediction_type = scheduler.config.get("prediction_type")
+    if prediction_type not in family.prediction_types:
+        running_it = [cls.__name__ for f in SCHEDULER_FAMILIES if prediction_type in f.prediction_types
+                      for cls in f.schedulers]
+        raise ValueError(
+            f"The {name} cannot run prediction_type={prediction_type!r}; EDMPipeline converts its denoiser's output to"
+            f" any of {', '.join(map(repr, family.prediction_types))} for it, e.g. pipe.scheduler ="
+            f" {name}.from_config(pipe.scheduler.config, prediction_type='epsilon')."
+            + (f" Schedulers that run prediction_type={prediction_type!r}: {', '.join(running_it)}." if running_it
+               else "")
+        )
+    if scheduler.config.get("use_flow_sigmas"):
+        raise ValueError(
+            f"The {name} uses flow-matching sigmas (use_flow_sigmas=True), which are not noise levels of x = y + σ n;"
+            " use use_flow_sigmas=False (e.g. with use_karras_sigmas=True)."
+        )
+    return family
+
+
+def model_output_coefficients(
+    sigma: torch.Tensor, prediction_type: str, preconditioned: bool, sigma_data: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """
+    The coefficients (a, b) with which the model output a scheduler expects is a D + b x, given the denoised
+    estimate D = D(x; σ) of the noisy image x = y + σ n; `None` for "sample", which is D itself.
+
+    With EDM's parameterisation (`preconditioned`, Eq. 7 with the scheduler's σ_data) "epsilon" is the raw network
+    output F = (D − c_skip x) / c_out and "v_prediction" is −F, so that the scheduler's c_skip x + c_out F is D. In the
+    σ-space parameterisation of diffusers' discrete schedulers "epsilon" is ε = (x − D) / σ and "v_prediction" is
+    v = (x / (σ² + 1) − D) √(σ² + 1) / σ (the v of the variance-preserving x / √(σ² + 1)).
+
+    Args:
+        sigma (`torch.Tensor`): noise levels σ > 0 (float64); a and b have their shape.
+        prediction_type (`str`): "sample", "epsilon" or "v_prediction".
+        preconditioned (`bool`): EDM's parameterisation (else the σ-space one).
+        sigma_data (`float`, *optional*): the scheduler's σ_data (EDM's parameterisation).
+    """
+    if prediction_type == "sample":
+        return None
+    if preconditioned:
+        precond = edm_preconditioning(sigma, sigma_data)
+        sign = -1.0 if prediction_type == "v_prediction" else 1.0
+        return sign / precond.c_out, -sign * precond.c_skip / precond.c_out
+    if prediction_type == "epsilon":
+        return -1 / sigma, 1 / sigma
+    root = (sigma**2 + 1).sqrt()
+    return -root / sigma, 1 / (sigma * root)
+
+
+def _plan_evaluations(
+    family: SchedulerFamily, scheduler: SchedulerMixin, sigmas: torch.Tensor, interval: tuple[float, float] | None
+) -> list[_Evaluation]:
+    """The model evaluations of a run at the scheduler's noise levels `sigmas` (one per timestep): the denoiser's
+    input scale, the output conversion (see [`model_output_coefficients`]) and whether guidance applies (σ in the
+    guidance `interval`, `None` when guidance is off)."""
+    sigmas = sigmas.to(torch.float64)
+    config = scheduler.config
+    coefficients = model_output_coefficients(sigmas, config.prediction_type, family.preconditioned,
+                                             config.get("sigma_data"))
+    coefficients = [None] * len(sigmas) if coefficients is None else list(zip(*(c.tolist() for c in coefficients)))
+    scales = (sigmas**2 + 1).sqrt().tolist() if family.variance_preserving else [1.0] * len(sigmas)
+    low, high = interval or (math.inf, math.inf)
+    return [
+        _Evaluation(sigma, scale, output, low < sigma <= high)
+        for sigma, scale, output in zip(sigmas.tolist(), scales, coefficients)
+    ]
+
+
+def _check_denoiser(module: object, name: str) -> None:
+    """A `ValueError` naming the argument `name` unless `module` (compiled or not) is an EDM denoiser: an
+    [`EDMPreconditionedUNet2DModel`] or a model with its interface (`forward(sample, sigma, class_labels=None,
+    return_dict=True)` returning D(x; σ), the supported range `sigma_min`, `sigma_max` and `round_sigma`)."""
+    if not all(hasattr(unwrap_module(module), attribute) for attribute in DENOISER_INTERFACE):
+        raise ValueError(
+            f"{name} must be an EDMPreconditionedUNet2DModel (EDM's denoiser D(x; σ)), got {type(module).__name__}."
+            " To sample a UNet2DModel trained as EDM's raw network F, load its weights into the `backbone` of an"
+            " EDMPreconditionedUNet2DModel built with the same arguments."
+        )
+
+
+def _check_guide(unet: EDMPreconditionedUNet2DModel, guide_unet: EDMPreconditionedUNet2DModel) -> None:
+    """A `ValueError` naming `guide_unet` unless it is an EDM denoiser of the unet's images and class labels."""
+    _check_denoiser(guide_unet, "guide_unet")
+    for key in ("in_channels", "sample_size", "num_class_labels"):
+        guide_value, unet_value = guide_unet.config.get(key), unet.config.get(key)
+        if guide_value != unet_value:
+            raise ValueError(
+                f"guide_unet must denoise the unet's images with its class labels, but its {key} is {guide_value}"
+                f" where the unet's is {unet_value}."
+            )
 
 
 def _randint(high: int, size: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:

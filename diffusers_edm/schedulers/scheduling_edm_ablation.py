@@ -145,10 +145,19 @@ class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
             steps are churned; `None` means ∞.
         s_noise (`float`, defaults to 1.0): S_noise, scale of the churn noise.
         prediction_type (`str`, defaults to "sample"): what the model returns; only "sample" (D) is supported.
-        timestep_type (`str`, defaults to "sigma"): what `timesteps` holds; only "sigma" (the levels σ(t)).
+        timestep_type (`str`, defaults to "sigma"): what `timesteps` holds; only "sigma" (the levels σ(t)). `None`
+            (as in an [`EDMHeunScheduler`] config in "sample" mode) means "sigma".
     """
 
-    _compatibles = []
+    # The schedulers EDMPipeline runs in this one's place (diffusers resolves only its own names in `compatibles`).
+    _compatibles = [
+        "EDMHeunScheduler",
+        "EDMEulerScheduler",
+        "EDMDPMSolverMultistepScheduler",
+        "EulerDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+    ]
     order = 2
 
     @register_to_config
@@ -172,14 +181,15 @@ class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
         s_tmax: float | None = None,
         s_noise: float = 1.0,
         prediction_type: str = "sample",
-        timestep_type: str = "sigma",
+        timestep_type: str | None = "sigma",
     ) -> None:
         check_choice("solver", solver, SOLVERS)
         check_choice("discretization", discretization, DISCRETIZATIONS)
         check_choice("schedule", schedule, SCHEDULES)
         check_choice("scaling", scaling, SCALINGS)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
+        if timestep_type is not None:
+            check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
         _check_config(self.config)
         self.order = 2 if solver == "heun" else 1
         self.set_timesteps(num_train_timesteps)
@@ -188,7 +198,7 @@ class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
     @property
     def resolved_timestep_type(self) -> str:
         """What `timesteps` holds: "sigma", the noise levels σ(t) themselves (as [`EDMHeunScheduler`] reports it)."""
-        return self.config.timestep_type
+        return self.config.timestep_type or "sigma"
 
     @property
     def init_noise_sigma(self) -> float:

@@ -111,7 +111,15 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             `set_timesteps` is called, and the value of `len(scheduler)`.
     """
 
-    _compatibles = ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"]
+    # The schedulers EDMPipeline runs in this one's place (diffusers resolves only its own names in `compatibles`).
+    _compatibles = [
+        "EDMAblationScheduler",
+        "EDMEulerScheduler",
+        "EDMDPMSolverMultistepScheduler",
+        "EulerDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+    ]
     order = 2
 
     @register_to_config

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Resolutions (pixels) whose levels use self-attention, comma-separated (paper CIFAR-10: "
                             "16); the Song U-Net always attends at its lowest resolution.")
     model.add_argument("--dropout", type=float, default=0.1, help="Dropout probability in the residual blocks.")
+    model.add_argument("--label_dropout", type=float, default=0.0,
+                       help="Probability of training an image without its class label (the all-zero label, EDM's "
+                            "'no label'), so that the model also learns the unconditional denoiser that classifier-free "
+                            "guidance needs (e.g. 0.1); conditional data only.")
     model.add_argument("--sigma_data", type=float, default=0.5, help="σ_data of the preconditioning and loss.")
 
     loss = parser.add_argument_group("loss and augmentation")
@@ -227,6 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.p_std > 0, "--p_std must be > 0"),
         (args.sigma_data > 0, "--sigma_data must be > 0"),
         (0 <= args.dropout < 1, "--dropout must lie in [0, 1)"),
+        (0 <= args.label_dropout < 1, "--label_dropout must lie in [0, 1)"),
         (args.checkpoints_total_limit is None or args.checkpoints_total_limit >= 1,
          "--checkpoints_total_limit must be >= 1"),
         (args.resolution is None or args.resolution >= 4, "--resolution must be >= 4"),

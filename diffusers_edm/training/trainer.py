@@ -119,6 +119,9 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
             f"its {len(channels)} levels halve the image {len(channels) - 1} time(s), so the resolution must be "
             f"divisible by 2^{len(channels) - 1} = {factor}; pass e.g. --resolution "
             f"{f'{lower} or {upper}' if lower >= 4 else upper}, or fewer --channel_mult levels.")
+    if args.label_dropout and not dataset.num_classes:
+        raise TrainingError(f"--label_dropout {args.label_dropout} needs class labels, but the data is unconditional;"
+                            " drop the flag or pass labelled data.")
     common = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
                   out_channels=dataset.num_channels, sigma_data=args.sigma_data,
                   num_class_labels=dataset.num_classes, augment_dim=augment_dim)
@@ -126,6 +129,8 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
         backbone_config = dict(model_channels=args.model_channels, channel_mult=list(args.channel_mult),
                                num_blocks=args.layers_per_block, attn_resolutions=list(args.attn_resolutions),
                                dropout=args.dropout, **NATIVE_ARCHITECTURES[args.arch][1])
+        if args.label_dropout:  # the official networks' own label dropout
+            backbone_config["label_dropout"] = args.label_dropout
         return EDMPreconditionedUNet2DModel(backbone_type=NATIVE_ARCHITECTURES[args.arch][0],
                                             backbone_config=backbone_config, **common)
     attention = [res in args.attn_resolutions for res in resolutions]
@@ -141,6 +146,7 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
         norm_num_groups=groups,
         attention_head_dim=head_dim,
         dropout=args.dropout,
+        label_dropout=args.label_dropout,
         **common,
     )
 

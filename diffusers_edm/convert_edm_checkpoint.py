@@ -44,6 +44,7 @@ from .models.unet_edm import EDMPreconditionedUNet2DModel
 from .pipelines.pipeline_edm import EDMPipeline
 from .sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, SamplerPreset, write_sampler_settings
 from .schedulers.scheduling_edm_heun import EDMHeunScheduler
+from .write_errors import OUT_OF_SPACE, WRITE_ERRORS
 
 __all__ = [
     "SAMPLER_SETTINGS_FILE",
@@ -73,14 +74,6 @@ class VerificationFailedError(ValueError):
         self.report = report
 
 
-_WRITE_ERRORS = {
-    errno.ENOSPC: "the disk is full; free some space or choose a folder on another disk",
-    errno.EDQUOT: "the disk quota is exceeded; free some space or choose a folder on another disk",
-    errno.EROFS: "the file system is read-only; choose a writable folder",
-    errno.EACCES: "permission denied; choose a folder you can write to",
-    errno.EPERM: "permission denied; choose a folder you can write to",
-}
-"""OSErrors of writing the folder that are the user's to fix, with what to do about them."""
 
 
 @dataclass
@@ -309,10 +302,11 @@ def _staging_folder(output_dir: Path) -> Iterator[Path]:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         code = _write_errno(error)
-        if code in _WRITE_ERRORS:
-            raise OutputFolderError(
-                f"cannot write {output_dir}: {_WRITE_ERRORS[code]} ({errno.errorcode[code]}); nothing was left there."
-            ) from error
+        if code in WRITE_ERRORS:
+            advice = ("free some space or choose a folder on another disk" if code in OUT_OF_SPACE
+                      else "choose a folder you can write to")
+            raise OutputFolderError(f"cannot write {output_dir}: {WRITE_ERRORS[code]}; {advice}"
+                                    f" ({errno.errorcode[code]}); nothing was left there.") from error
         raise
 
 

@@ -299,7 +299,7 @@ def test_disk_full_while_writing_leaves_no_temporary_folder(snapshot_path, tmp_p
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(folder) / "sampler_settings.json"))
 
     monkeypatch.setattr(converter, "write_sampler_settings", disk_full)
-    with pytest.raises(OutputFolderError, match=r"cannot write .*pipe: the disk is full; free some space .*\(ENOSPC\)"):
+    with pytest.raises(OutputFolderError, match=r"cannot write .*pipe: no space left on device; free some space .*\(ENOSPC\)"):
         convert_edm_checkpoint(snapshot_path, tmp_path / "pipe")
     assert written and not (tmp_path / "pipe").exists() and leftovers(tmp_path) == []
 
@@ -312,7 +312,7 @@ def test_disk_full_in_the_safetensors_writer_is_recognised(snapshot_path, tmp_pa
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
-    with pytest.raises(OutputFolderError, match=r"the disk is full; .*\(ENOSPC\); nothing was left there"):
+    with pytest.raises(OutputFolderError, match=r"no space left on device; .*\(ENOSPC\); nothing was left there"):
         convert_edm_checkpoint(snapshot_path, tmp_path / "pipe")
     assert list(tmp_path.iterdir()) == []
 
@@ -373,7 +373,7 @@ def test_command_line_disk_full_is_a_one_line_error(snapshot_path, tmp_path):
             "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
             "converter.write_sampler_settings = disk_full\n"
             "sys.exit(converter.main(sys.argv[1:]))\n")
-    assert_one_line_error(run_cli(str(snapshot_path), str(tmp_path / "pipe"), code=code), "the disk is full")
+    assert_one_line_error(run_cli(str(snapshot_path), str(tmp_path / "pipe"), code=code), "no space left on device")
     assert list(tmp_path.iterdir()) == []
 
 

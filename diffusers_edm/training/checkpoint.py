@@ -9,7 +9,6 @@ renamed when complete."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from ..write_errors import OUT_OF_SPACE, write_error_reason
 from .args import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -43,14 +43,6 @@ MODEL, EMA, OPTIMIZER, PROGRESS = "model.safetensors", "ema.safetensors", "optim
 CONFIG = "training_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
-WRITE_ERRORS = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-}
-"""The errors of a full or unwritable disk, which end a run with one line instead of a traceback."""
 
 
 class CheckpointError(TrainingError):
@@ -110,11 +102,6 @@ def prune_checkpoints(output_dir: Path, keep: int, up_to_step: int) -> None:
         shutil.rmtree(path)
 
 
-def write_error_reason(error: OSError) -> str:
-    """E.g. "no space left on device" for the errors of a full or unwritable disk, else the system's message."""
-    return WRITE_ERRORS.get(error.errno, error.strerror or str(error))
-
-
 # --- writing -------------------------------------------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, accelerator: Accelerator, state: TrainingState) -> None:
@@ -171,7 +158,7 @@ def _together(accelerator: Accelerator, folder: Path, staging: Path, action: Cal
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     code, reason = failures[0]
-    if code in (errno.ENOSPC, errno.EDQUOT):
+    if code in OUT_OF_SPACE:
         advice = "free some space or pass an --output_dir on a disk with room"
     else:
         advice = "pass an --output_dir you can write to"

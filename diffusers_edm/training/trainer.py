@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import importlib.util
 import json
 import logging
@@ -26,17 +25,16 @@ from tqdm.auto import tqdm
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
+from ..write_errors import OUT_OF_SPACE, WRITE_ERRORS, write_error_reason
 from .args import NATIVE_ARCHITECTURES, Interval, TrainingError
 from .augment import AugmentPipe
 from .checkpoint import (
-    WRITE_ERRORS,
     TrainingState,
     find_checkpoint,
     latest_complete_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
-    write_error_reason,
 )
 from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
@@ -509,7 +507,7 @@ def train(args: argparse.Namespace) -> None:
     except OSError as error:
         if error.errno not in WRITE_ERRORS:
             raise
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno in OUT_OF_SPACE:
             advice = ("free some space or pass an --output_dir on a disk with room, then continue with "
                       "--resume_from_checkpoint latest")
         else:

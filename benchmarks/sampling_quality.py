@@ -129,13 +129,12 @@ def plot(results_folder: Path, out_folder: Path) -> None:
         for axis, key in zip(axes, ("fd_digits", "accuracy")):
             axis.plot([r["nfe"] for r in rows], [r[key] for r in rows], marker="o", label=sampler)
     for axis, label in zip(axes, ("FD_digits (lower is better)", "class accuracy (higher is better)")):
-        axis.set_xscale("log")
         axis.set_xticks(NFE_BUDGETS, [str(n) for n in NFE_BUDGETS])
         axis.set_xlabel("model evaluations per image (NFE)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[1].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out_folder / "sampling-nfe.png", dpi=110)
 

@@ -183,10 +183,6 @@ def test_what_cannot_run_is_refused_naming_what_can():
     with pytest.raises(ValueError, match=r"cannot run a DDIMScheduler.*one of EDMHeunScheduler, EDMAblationScheduler,"
                                          r" EDMEulerScheduler, .*HeunDiscreteScheduler, DPMSolverMultistepScheduler"):
         pipe(num_inference_steps=2)
-    pipe.scheduler = EDMDPMSolverMultistepScheduler.from_config(EDM_CONFIG)  # carries prediction_type="sample"
-    with pytest.raises(ValueError, match=r"EDMDPMSolverMultistepScheduler cannot run prediction_type='sample'.*"
-                                         r"from_config\(pipe.scheduler.config, prediction_type='epsilon'\)"):
-        pipe(num_inference_steps=2)
     pipe.scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
     with pytest.raises(ValueError, match="cannot run prediction_type='flow_prediction'"):
         pipe(num_inference_steps=2)
@@ -293,3 +289,21 @@ def test_the_ablation_scheduler_takes_the_pipelines_saved_heun_config():
     heun = EDMHeunScheduler(s_churn=10.0)
     ablation = EDMAblationScheduler.from_config(heun.config)
     assert ablation.resolved_timestep_type == "sigma" and ablation.config.s_churn == 10.0
+
+
+def test_dpm_solver_from_the_pipelines_config_runs_as_epsilon_with_the_same_result():
+    from diffusers import EDMDPMSolverMultistepScheduler
+
+    from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
+
+    from .helpers import randomize_, tiny_unet_kwargs
+
+    unet = randomize_(EDMPreconditionedUNet2DModel(**tiny_unet_kwargs()), 0, 0.2).eval()
+    results = []
+    for extra in ({}, {"prediction_type": "epsilon"}):
+        scheduler = EDMDPMSolverMultistepScheduler.from_config(EDMHeunScheduler().config, **extra)
+        pipe = EDMPipeline(unet=unet, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        results.append(pipe(seeds=[0, 1], num_inference_steps=6, output_type="latent").images)
+        assert pipe.scheduler.config.prediction_type == "epsilon"
+    assert torch.equal(results[0], results[1])

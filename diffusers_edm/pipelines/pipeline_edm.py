@@ -350,11 +350,12 @@ class EDMPipeline(DiffusionPipeline):
     def _check_components(self) -> SchedulerFamily:
         """Checks that the unet is an EDM denoiser and the scheduler one the pipeline runs; returns its family."""
         _check_denoiser(self.unet, "unet")
-        if isinstance(self.scheduler, EDMDPMSolverMultistepScheduler) and self.scheduler.config.prediction_type == "sample":
+        scheduler = self.scheduler
+        if isinstance(scheduler, EDMDPMSolverMultistepScheduler) and scheduler.config.prediction_type == "sample":
             # `EDMDPMSolverMultistepScheduler.from_config(pipe.scheduler.config)` inherits EDM's "sample", which that
             # scheduler does not implement; the pipeline hands it the exactly equivalent raw-network output instead.
-            self.scheduler.register_to_config(prediction_type="epsilon")
-        return scheduler_family(self.scheduler)
+            scheduler.register_to_config(prediction_type="epsilon")
+        return scheduler_family(scheduler)
 
     def _set_timesteps(
         self, family: SchedulerFamily, num_inference_steps: int | None, sigmas: list[float] | None,

@@ -7,6 +7,7 @@ project's digits feature network (`--detector digits` of `python -m diffusers_ed
     python benchmarks/sampling_quality.py cfg --model outputs/digits-cfg --out docs/results/cfg.json
     python benchmarks/sampling_quality.py autoguidance --model outputs/digits-320kimg --guide outputs/digits-guide \\
         --out docs/results/autoguidance.json
+    python benchmarks/sampling_quality.py cfg --model outputs/digits-cfg --weights 1.2 --out docs/results/cfg-w1.2.json
     python benchmarks/sampling_quality.py plot --results docs/results --out docs/images   # needs matplotlib
 
 `nfe` compares EDM's Heun sampler (the paper's) with diffusers' `EDMEulerScheduler` and
@@ -105,7 +106,7 @@ def guidance_sweep(args: argparse.Namespace, score: DigitsScorer) -> list[dict]:
     if args.guide:
         pipe.guide_unet = EDMPreconditionedUNet2DModel.from_pretrained(args.guide, subfolder="unet")
     for interval in (None, GUIDANCE_INTERVAL):
-        for weight in GUIDANCE_WEIGHTS:
+        for weight in args.weights:
             if weight == 1.0 and interval is not None:
                 continue  # w = 1 is unguided whatever the interval
             result = {"method": args.command, "guidance_scale": weight, "interval": interval,
@@ -140,10 +141,10 @@ def plot(results_folder: Path, out_folder: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for name in ("cfg", "autoguidance"):
-        path = results_folder / f"{name}.json"
-        if not path.exists():
+        rows = [row for path in sorted(results_folder.glob(f"{name}*.json")) for row in json.loads(path.read_text())]
+        if not rows:
             continue
-        rows = json.loads(path.read_text())
+        rows.sort(key=lambda row: row["guidance_scale"])
         unguided = [r for r in rows if r["guidance_scale"] == 1.0]
         for interval in (None, GUIDANCE_INTERVAL):
             selected = unguided + [r for r in rows if r["guidance_scale"] != 1.0
@@ -156,6 +157,7 @@ def plot(results_folder: Path, out_folder: Path) -> None:
         axis.set_xlabel("guidance weight w (1 = unguided)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
+    axes[0].set_yscale("log")
     axes[1].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out_folder / "sampling-guidance.png", dpi=110)
@@ -167,6 +169,8 @@ def main() -> None:
     parser.add_argument("--model", help="EDMPipeline folder of a conditional digits model")
     parser.add_argument("--guide", help="autoguidance: EDMPipeline folder of the guide model")
     parser.add_argument("--results", type=Path, help="plot: folder with nfe.json, cfg.json, autoguidance.json")
+    parser.add_argument("--weights", type=lambda text: [float(w) for w in text.split(",")],
+                        default=list(GUIDANCE_WEIGHTS), help="cfg/autoguidance: guidance weights, comma-separated")
     parser.add_argument("--out", type=Path, required=True, help="JSON file (sweeps) or image folder (plot)")
     args = parser.parse_args()
     if args.command == "plot":

@@ -31,7 +31,7 @@ setup(
         "scipy>=1.10",
         "tqdm",
     ],
-    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"]},
+    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "benchmarks": ["matplotlib"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

@@ -129,15 +129,9 @@ def plot(results_folder: Path, out_folder: Path) -> None:
         rows = [r for r in nfe if r["sampler"] == sampler]
         for axis, key in zip(axes, ("fd_digits", "accuracy")):
             axis.plot([r["nfe"] for r in rows], [r[key] for r in rows], marker="o", label=sampler)
-    for axis, label in zip(axes, ("FD_digits (lower is better)", "class accuracy (higher is better)")):
+    for axis in axes:
         axis.set_xticks(NFE_BUDGETS, [str(n) for n in NFE_BUDGETS])
-        axis.set_xlabel("model evaluations per image (NFE)")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out_folder / "sampling-nfe.png", dpi=110)
+    _finish(figure, axes, "model evaluations per image (NFE)", axes[0], out_folder / "sampling-nfe.png")
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for name in ("cfg", "autoguidance"):
@@ -153,14 +147,19 @@ def plot(results_folder: Path, out_folder: Path) -> None:
             for axis, key in zip(axes, ("fd_digits", "accuracy")):
                 axis.plot([r["guidance_scale"] for r in selected], [r[key] for r in selected], marker="o",
                           linestyle="--" if interval else "-", label=label)
+    _finish(figure, axes, "guidance weight w (1 = unguided)", axes[1], out_folder / "sampling-guidance.png")
+
+
+def _finish(figure, axes, xlabel: str, legend_axis, path: Path) -> None:
+    """Labels the FD_digits (log scale) and accuracy panels, adds the legend and writes the PNG."""
     for axis, label in zip(axes, ("FD_digits (lower is better)", "class accuracy (higher is better)")):
-        axis.set_xlabel("guidance weight w (1 = unguided)")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[1].legend(fontsize=8)
+    legend_axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out_folder / "sampling-guidance.png", dpi=110)
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:

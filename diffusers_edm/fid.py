@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from diffusers_edm.evaluation.detectors import DETECTOR_NAMES, load_detector
-from diffusers_edm.evaluation.errors import EvaluationError
+from diffusers_edm.evaluation.errors import EvaluationError, first_line
 from diffusers_edm.evaluation.features import compute_statistics
 from diffusers_edm.evaluation.reference import load_reference, save_reference
 from diffusers_edm.evaluation.sources import ImageFiles, dataset_images, generated_images
@@ -178,7 +178,7 @@ def _image_scorer(args, state, detector, mu_ref, sigma_ref):
     try:
         setup = load_sampling_pipeline(args, state, state.device)
     except (ValueError, OSError) as error:  # bad sampler flags, or not a pipeline folder / Hub id
-        raise EvaluationError(f"--model {args.model}: {_first_line(error)}") from error
+        raise EvaluationError(f"--model {args.model}: {first_line(error)}") from error
     span = max(seeds) - min(seeds) + 1
     for repeat in range(args.repeats):
         shifted = [seed + repeat * span for seed in seeds]
@@ -188,11 +188,6 @@ def _image_scorer(args, state, detector, mu_ref, sigma_ref):
                                              args.class_label),
             len(shifted), detector, args.batch, state, expected_features=expected,
             description=f"Generating and scoring {label}"))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _describe_seeds(seeds: Sequence[int]) -> str:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .downloads import DownloadError, cached_download, check_sha256
-from .errors import EvaluationError
+from .errors import EvaluationError, first_line
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 """NVIDIA's TorchScript Inception: the same translation of TF `inception-2015-12-05` that EDM's `fid.py` loads from
@@ -90,7 +90,7 @@ class TorchScriptDetector(FeatureDetector):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError, OSError) as error:
-            raise DetectorError(f"Could not load the detector {path} as TorchScript ({_first_line(error)}); pass a file"
+            raise DetectorError(f"Could not load the detector {path} as TorchScript ({first_line(error)}); pass a file"
                                 " written by torch.jit.save (e.g. NVIDIA's inception-2015-12-05.pt).") from error
 
     @torch.no_grad()
@@ -118,7 +118,7 @@ class DINOv2Detector(FeatureDetector):
         try:
             self.model = Dinov2Model.from_pretrained(model_name_or_path).eval()
         except (OSError, ValueError) as error:
-            raise DetectorError(f"Could not load the DINOv2 model {model_name_or_path!r} ({_first_line(error)});"
+            raise DetectorError(f"Could not load the DINOv2 model {model_name_or_path!r} ({first_line(error)});"
                                 " without internet, save it on another machine with Dinov2Model.from_pretrained("
                                 f"'{DINOV2_MODEL_ID}').save_pretrained(DIR) and pass --detector_path DIR.") from error
         self._mean = torch.tensor(_IMAGENET_MEAN).reshape(1, 3, 1, 1)
@@ -187,8 +187,3 @@ def _inception_file(detector_path: str | os.PathLike | None) -> Path:
         except DownloadError as error:
             raise DetectorError(f"{error} For another feature network use --detector {path}.") from error
     return path
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

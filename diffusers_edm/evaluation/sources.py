@@ -16,7 +16,7 @@ import PIL.Image
 import torch
 
 from ..pipelines.pipeline_edm import EDMPipeline, quantize_edm_images
-from ..training.data import EDMImageDataset, select_subset
+from ..training.data import EDMImageDataset, image_extensions, is_image_name, list_image_files, select_subset
 from .errors import EvaluationError
 
 
@@ -26,8 +26,8 @@ class ImageSourceError(EvaluationError):
 
 class ImageFiles:
     """The image files of a folder (recursively) or a zip archive, in sorted order of their relative paths as EDM's
-    dataset class lists them, optionally reduced to `fid.py`'s seeded subset. Hidden files and folders (e.g. macOS
-    `._*` files) are skipped; the official class would fail on them.
+    dataset class lists them (listed as `train_edm.py` lists them), optionally reduced to `fid.py`'s seeded subset.
+    Hidden files and folders (e.g. macOS `._*` files) are skipped; the official class would fail on them.
 
     Args:
         path (`str` or `os.PathLike`): the folder or `.zip` file (e.g. the `--outdir` of `diffusers_edm.generate`).
@@ -37,21 +37,17 @@ class ImageFiles:
         self.path = Path(path)
         if self.path.is_dir():
             self._zip_member = False
-            names = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+            self.names = list_image_files(self.path)
         elif self.path.is_file() and zipfile.is_zipfile(self.path):
             self._zip_member = True
+            extensions = image_extensions()
             with zipfile.ZipFile(self.path) as archive:
-                names = [name for name in archive.namelist() if not name.endswith("/")]
+                self.names = sorted(name for name in archive.namelist()
+                                    if not name.endswith("/") and is_image_name(name, extensions))
         elif self.path.exists():
             raise ImageSourceError(f"--images {self.path} is neither a folder nor a zip archive of images.")
         else:
             raise ImageSourceError(f"--images {self.path} does not exist; pass a folder or zip of images.")
-        PIL.Image.init()
-        extensions = set(PIL.Image.EXTENSION)
-        self.names = sorted(
-            name for name in names
-            if os.path.splitext(name)[1].lower() in extensions and not any(p.startswith(".") for p in name.split("/"))
-        )
         self._archive: zipfile.ZipFile | None = None
         self._archive_pid: int | None = None
 

@@ -500,31 +500,31 @@ def _convert_mode(image: Image.Image, target_mode: str, name: str) -> Image.Imag
         ) from error
 
 
-def _image_extensions() -> frozenset[str]:
+def image_extensions() -> frozenset[str]:
     """File extensions of the image formats PIL can open, e.g. `.png`, `.jpg`."""
     Image.init()
     return frozenset(ext for ext, image_format in Image.registered_extensions().items() if image_format in Image.OPEN)
 
 
-def _is_image_name(relative_name: str, extensions: frozenset[str]) -> bool:
+def is_image_name(relative_name: str, extensions: frozenset[str]) -> bool:
     parts = relative_name.split("/")
     return not any(part.startswith(".") for part in parts) and os.path.splitext(parts[-1])[1].lower() in extensions
 
 
-def _list_image_files(root: Path) -> list[str]:
+def list_image_files(root: Path) -> list[str]:
     """Sorted POSIX paths, relative to `root`, of the image files below it (hidden files and folders skipped)."""
-    extensions = _image_extensions()
+    extensions = image_extensions()
     names = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         relative_folder = Path(folder).relative_to(root)
         names.extend((relative_folder / name).as_posix() for name in files)
-    return sorted(name for name in names if _is_image_name(name, extensions))
+    return sorted(name for name in names if is_image_name(name, extensions))
 
 
 def _imagefolder_records(root: Path, config: DataConfig) -> _ImageRecords:
     """An image folder: labels from `metadata.jsonl`/`metadata.csv`, else from class sub-folders, else none."""
-    names = _list_image_files(root)
+    names = list_image_files(root)
     metadata_path = next((root / name for name in METADATA_FILE_NAMES if (root / name).is_file()), None)
     labels, class_names = None, None
     if metadata_path is not None:
@@ -637,7 +637,7 @@ def _edm_labels(labels_data: bytes, source: str, names: Sequence[str]) -> list[o
 
 def _edm_folder_records(root: Path, config: DataConfig) -> _ImageRecords:
     """An EDM dataset folder (PNGs plus `dataset.json`, as written by EDM's `dataset_tool.py`)."""
-    names = _list_image_files(root)
+    names = list_image_files(root)
     labels_path = root / EDM_LABELS_FILE_NAME
     labels = None
     if config.label_column is not None:
@@ -656,9 +656,9 @@ def _edm_folder_records(root: Path, config: DataConfig) -> _ImageRecords:
 
 def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -> _ImageRecords:
     """An EDM dataset zip (PNGs and an optional `dataset.json` at the archive root)."""
-    extensions = _image_extensions()
+    extensions = image_extensions()
     members = set(archive.namelist())
-    names = sorted(name for name in members if not name.endswith("/") and _is_image_name(name, extensions))
+    names = sorted(name for name in members if not name.endswith("/") and is_image_name(name, extensions))
     labels = None
     if config.label_column is not None and EDM_LABELS_FILE_NAME in members:
         labels = _edm_labels(archive.read(EDM_LABELS_FILE_NAME), f"{EDM_LABELS_FILE_NAME} in {path}", names)

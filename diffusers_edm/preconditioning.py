@@ -18,6 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 
+EDM_SIGMA_DATA = 0.5
+"""σ_data of the paper (the standard deviation of images scaled to [-1, 1], Sec. 5): the default of every
+preconditioning, loss and scheduler argument named `sigma_data`."""
+
+
 class PreconditioningCoefficients(NamedTuple):
     """The four scalings of Table 1, each broadcastable against the sample."""
 
@@ -27,7 +32,7 @@ class PreconditioningCoefficients(NamedTuple):
     c_noise: torch.Tensor
 
 
-def edm_preconditioning(sigma: torch.Tensor, sigma_data: float = 0.5) -> PreconditioningCoefficients:
+def edm_preconditioning(sigma: torch.Tensor, sigma_data: float = EDM_SIGMA_DATA) -> PreconditioningCoefficients:
     """EDM's preconditioning (Table 1, "ours"), evaluated in the dtype of `sigma`.
 
     c_skip = σ_data² / (σ² + σ_data²), c_out = σ σ_data / √(σ² + σ_data²), c_in = 1 / √(σ² + σ_data²) and
@@ -173,7 +178,7 @@ class EDMPreconditioning(Preconditioning):
 
     name = "edm"
 
-    def __init__(self, sigma_data: float = 0.5) -> None:
+    def __init__(self, sigma_data: float = EDM_SIGMA_DATA) -> None:
         _check_positive(sigma_data=sigma_data)
         self.sigma_data = sigma_data
         self.sigma_min = 0.0

@@ -6,11 +6,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import dataclasses  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import pickle  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -19,7 +22,10 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from diffusers_edm.training import data  # noqa: E402
 from diffusers_edm.training.data import DataConfig, DatasetError, EDMImageDataset, build_dataset  # noqa: E402
+from diffusers_edm.training.data_cache import DecodedImageFile  # noqa: E402
+from diffusers_edm.training.trainer import StreamBatchSampler  # noqa: E402
 
 
 DIGITS = load_digits()
@@ -549,6 +555,7 @@ def test_invalid_labels(tmp_path):
         (DataConfig(conditional=True, label_column=None), "label_column is None"),
         (DataConfig(train_data_dir="/nonexistent/edm-data"), "does not exist"),
         (DataConfig(dataset_config_name="cfg"), "needs --dataset_name"),
+        (DataConfig(num_workers=-1), "must be 0 or more"),
     ],
 )
 def test_bad_configuration(config, message):
@@ -564,3 +571,162 @@ def test_non_zip_file_and_bad_zip(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="not a valid zip archive"):
         build_dataset(DataConfig(train_data_dir=str(tmp_path / "bad.zip")))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoded-image cache files (datasets larger than memory)
+
+
+def _mixed_folder(root: Path, count: int = 24) -> Path:
+    """Two class folders of images of assorted sizes and modes (grayscale first in file order, then colour)."""
+    for i in range(count):
+        height, width = 10 + i % 5, 12 + i % 3
+        mode = "L" if i < count // 3 else None
+        array = _random_uint8(i, (height, width) if mode else (height, width, 3))
+        _save(root / ("cats" if i % 2 else "dogs") / f"{i:03d}.png", array, mode)
+    return root
+
+
+def _batches(dataset: EDMImageDataset, num_workers: int, count: int = 5) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `count` batches of the trainer's sampling of `dataset` (batch size 4, seed 7)."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=StreamBatchSampler(len(dataset), 4, rank=0, world_size=1, seed=7),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(7),
+    )
+    batches = iter(loader)
+    return [next(batches) for _ in range(count)]
+
+
+def _cache_files(folder: Path) -> list[str]:
+    return sorted(path.suffix for path in folder.iterdir()) if folder.exists() else []
+
+
+def _edm_zip(path: Path, count: int = 12) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            archive.writestr(_edm_name(i), _png_bytes(_random_uint8(i, (8, 8, 3))))
+        archive.writestr("dataset.json", json.dumps({"labels": [[_edm_name(i), i % 3] for i in range(count)]}))
+    return path
+
+
+@pytest.mark.parametrize("source", ["folder", "zip", "datasets"])
+def test_cached_dataset_gives_the_same_items_and_batches_as_in_memory(source, tmp_path, parquet_dataset):
+    if source == "folder":
+        config = DataConfig(train_data_dir=str(_mixed_folder(tmp_path / "images")), resolution=8, center_crop=True)
+    elif source == "zip":
+        config = DataConfig(train_data_dir=str(_edm_zip(tmp_path / "data.zip")), max_train_samples=9, seed=3)
+    else:
+        root, _ = parquet_dataset
+        config = DataConfig(dataset_name=str(root), image_column="img", label_column="digit", cache_dir=str(tmp_path))
+    config.random_flip = True
+    eager = build_dataset(dataclasses.replace(config, in_memory=True))
+    cache_dir = tmp_path / "decoded"
+    lazy = build_dataset(dataclasses.replace(config, in_memory=False, decoded_cache_dir=str(cache_dir), num_workers=2))
+    assert isinstance(lazy._images, DecodedImageFile) and _cache_files(cache_dir) == [".json", ".npy"]
+    for name in ("num_channels", "resolution", "num_images", "num_classes", "class_names", "source_description"):
+        assert getattr(lazy, name) == getattr(eager, name), name
+    (eager_images, eager_labels), (lazy_images, lazy_labels) = _stack(eager), _stack(lazy)
+    assert torch.equal(eager_images, lazy_images) and torch.equal(eager_labels, lazy_labels)
+    expected = _batches(eager, num_workers=0)
+    for batches in (_batches(lazy, num_workers=0), _batches(lazy, num_workers=2)):
+        for (images, labels), (expected_images, expected_labels) in zip(batches, expected, strict=True):
+            assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_mixed_modes_are_widened_to_rgb_in_the_cache_and_warned_again_on_reuse(tmp_path, caplog):
+    folder = _mixed_folder(tmp_path / "images")
+    cache_dir = str(tmp_path / "decoded")
+    config = DataConfig(train_data_dir=str(folder), resolution=8, in_memory=False, decoded_cache_dir=cache_dir)
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+        built = build_dataset(config)
+        assert caplog.text.count("mix grayscale and colour") == 1 and caplog.text.count("is stretched to 8x8") == 1
+        caplog.clear()
+        reused = build_dataset(config)
+        assert caplog.text.count("mix grayscale and colour") == 1 and caplog.text.count("is stretched to 8x8") == 1
+    assert built.num_channels == reused.num_channels == 3
+    assert torch.equal(_stack(built)[0], _stack(reused)[0])
+    gray = np.asarray(Image.open(folder / "cats" / "001.png").resize((8, 8), Image.Resampling.LANCZOS))
+    assert torch.equal(built[0][0], _expected(np.repeat(gray[:, :, None], 3, axis=2)))
+
+
+def test_cache_is_reused_without_decoding_and_rebuilt_when_the_data_change(tmp_path):
+    folder = tmp_path / "images"
+    arrays = [_save(folder / f"{i}.png", _random_uint8(i, (6, 6, 3))) for i in range(5)]
+    cache_dir = tmp_path / "decoded"
+    config = DataConfig(train_data_dir=str(folder), in_memory=False, decoded_cache_dir=str(cache_dir))
+    build_dataset(config)
+    with mock.patch.object(data, "_decode_images", side_effect=AssertionError("decoded again")):
+        reused = build_dataset(config)
+    assert torch.equal(reused[4][0], _expected(arrays[4]))
+    # Another preparation of the same folder is another cache, kept alongside.
+    build_dataset(dataclasses.replace(config, resolution=4))
+    assert _cache_files(cache_dir) == [".json", ".json", ".npy", ".npy"]
+    # Changed content replaces the cache of that preparation.
+    replacement = _save(folder / "4.png", _random_uint8(99, (6, 6, 3)))
+    os.utime(folder / "4.png", ns=(1, 1))
+    rebuilt = build_dataset(config)
+    assert torch.equal(rebuilt[4][0], _expected(replacement))
+    assert torch.equal(reused[4][0], _expected(arrays[4]))  # a dataset still open keeps reading its own file
+    assert _cache_files(cache_dir) == [".json", ".json", ".npy", ".npy"]
+    _save(folder / "5.png", _random_uint8(5, (6, 6, 3)))
+    assert len(build_dataset(config)) == 6
+
+
+def test_half_written_or_damaged_cache_is_never_used(tmp_path, caplog):
+    folder = tmp_path / "images"
+    arrays = [_save(folder / f"{i}.png", _random_uint8(i, (6, 6))) for i in range(4)]
+    cache_dir = tmp_path / "decoded"
+    config = DataConfig(train_data_dir=str(folder), in_memory=False, decoded_cache_dir=str(cache_dir))
+    build_dataset(config)
+    images_path = next(cache_dir.glob("*.npy"))
+    meta_path = images_path.with_suffix(".json")
+    # A crash after the images were moved into place, before the metadata that marks them complete.
+    meta_path.unlink()
+    images_path.write_bytes(images_path.read_bytes()[:-10])
+    assert torch.equal(build_dataset(config)[3][0], _expected(arrays[3]))
+    # A truncated image file with its metadata.
+    images_path.write_bytes(images_path.read_bytes()[:-10])
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(build_dataset(config)[3][0], _expected(arrays[3]))
+    assert "Ignoring the decoded-image cache" in caplog.text
+    # A bad image fails the build before anything is written, and leaves no staging file behind.
+    (folder / "9.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"^Could not read image .*9\.png .*Remove the file[^\n]*$"):
+        build_dataset(dataclasses.replace(config, num_workers=2))
+    assert _cache_files(cache_dir) == [".json", ".npy"]
+
+
+def test_cached_dataset_pickles_without_its_pixels(tmp_path):
+    folder = tmp_path / "images"
+    for i in range(64):
+        _save(folder / f"{i}.png", _random_uint8(i, (32, 32, 3)))
+    config = DataConfig(train_data_dir=str(folder), in_memory=False, decoded_cache_dir=str(tmp_path / "decoded"))
+    dataset = build_dataset(config)
+    payload = pickle.dumps(dataset)
+    assert len(payload) < 64 * 32 * 32 * 3 // 10  # what a spawned DataLoader worker receives
+    copy = pickle.loads(payload)
+    assert torch.equal(_stack(copy)[0], _stack(dataset)[0])
+
+
+def test_small_data_stay_in_memory_unless_larger_than_the_limit(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    for i in range(4):
+        _save(folder / f"{i}.png", _random_uint8(i, (8, 8, 3)))
+    cache_dir = tmp_path / "decoded"
+    config = DataConfig(train_data_dir=str(folder), decoded_cache_dir=str(cache_dir))
+    assert isinstance(build_dataset(config)._images, torch.Tensor) and not cache_dir.exists()
+    monkeypatch.setattr(data, "IN_MEMORY_MAX_BYTES", 4 * 8 * 8 * 3 - 1)
+    assert isinstance(build_dataset(config)._images, DecodedImageFile)
+    assert _cache_files(cache_dir) == [".json", ".npy"]
+
+
+def test_unwritable_cache_folder_is_one_line_error(tmp_path):
+    _save(tmp_path / "images" / "0.png", _random_uint8(0, (4, 4)))
+    (tmp_path / "file").write_text("not a folder")
+    config = DataConfig(
+        train_data_dir=str(tmp_path / "images"), in_memory=False, decoded_cache_dir=str(tmp_path / "file" / "x")
+    )
+    with pytest.raises(DatasetError, match=r"^Could not write the decoded images .*--decoded_cache_dir[^\n]*$"):
+        build_dataset(config)

@@ -17,6 +17,7 @@ from diffusers_edm import EDMPipeline
 from diffusers_edm.training.args import parse_args
 from diffusers_edm.training.data import DataConfig, build_dataset
 from diffusers_edm.training.evaluation import EvaluationScores
+from diffusers_edm.training.loss import EDMLoss
 from diffusers_edm.training.model_card import write_model_card
 from diffusers_edm.training.trainer import EDMTrainer, find_checkpoint
 
@@ -210,7 +211,7 @@ def test_card_without_evaluation_has_no_model_index(tmp_path):
     common = dict(repo_id="me/edm", config={"p_mean": -1.2, "p_std": 1.2, "sigma_data": 0.5, "augment_p": 0.0,
                                             "learning_rate": 1e-3, "lr_rampup_kimg": 1, "ema_halflife_kimg": 1},
                   dataset_description="an image folder", hub_dataset=None, resolution=16, channels=1, num_classes=0,
-                  steps=10, kimg=1.0, batch_size=8, grid_path=None)
+                  steps=10, kimg=1.0, batch_size=8, grid_path=None, loss_description=EDMLoss().description)
     text = write_model_card(tmp_path, **common).read_text()
     assert "model-index" not in text and "## Evaluation" not in text and "model_name" not in text
     scores = EvaluationScores(metric="fid", detector="inception", num_images=50000, num_inference_steps=18,

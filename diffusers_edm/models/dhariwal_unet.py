@@ -21,6 +21,7 @@ from .edm_layers import (
     WeightInit,
     check_unet_architecture,
     check_unet_inputs,
+    run_block,
 )
 
 
@@ -58,7 +59,7 @@ class DhariwalUNet2DModel(ModelMixin, ConfigMixin):
         label_dropout (`float`, defaults to 0): probability of zeroing a sample's class labels during training.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -88,6 +89,8 @@ class DhariwalUNet2DModel(ModelMixin, ConfigMixin):
         self.label_dim = label_dim
         self.augment_dim = augment_dim
         self.label_dropout = label_dropout
+        # Set by `enable_gradient_checkpointing()`: recompute each UNetBlock in the backward pass while training.
+        self.gradient_checkpointing = False
         emb_channels = model_channels * channel_mult_emb
         init = WeightInit("kaiming_uniform", weight_scale=math.sqrt(1 / 3), bias_scale=math.sqrt(1 / 3))
         init_zero = WeightInit("kaiming_uniform", weight_scale=0.0, bias_scale=0.0)
@@ -193,10 +196,8 @@ class DhariwalUNet2DModel(ModelMixin, ConfigMixin):
 
         skips = []
         for module in self.enc.values():
-            x = module(x, emb) if isinstance(module, UNetBlock) else module(x)
+            x = run_block(self, module, x, emb) if isinstance(module, UNetBlock) else module(x)
             skips.append(x)
         for takes_skip, module in zip(self._decoder_takes_skip, self.dec.values()):
-            if takes_skip:
-                x = torch.cat([x, skips.pop()], dim=1)
-            x = module(x, emb)
+            x = run_block(self, module, x, emb, skips.pop() if takes_skip else None)
         return self.out_conv(F.silu(self.out_norm(x)))

@@ -339,8 +339,11 @@ class UNetBlock(nn.Module):
             self.qkv = EDMConv2d(out_channels, out_channels * 3, kernel=1, init=init_attn or init)
             self.proj = EDMConv2d(out_channels, out_channels, kernel=1, init=init_zero)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Apply the block to x (B, in_channels, H, W) with the embedding emb (B or 1, emb_channels)."""
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the block to x (B, in_channels, H, W), or to [x, skip] concatenated along the channels when the
+        decoder passes an encoder `skip`, with the embedding emb (B or 1, emb_channels)."""
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
         residual = x
         x = self.conv0(F.silu(self.norm0(x)))
         params = self.affine(emb).unsqueeze(2).unsqueeze(3).to(x.dtype)
@@ -366,6 +369,16 @@ class UNetBlock(nn.Module):
         weights = logits.softmax(dim=2).to(qkv.dtype)  # (batch·heads, queries, keys)
         attended = torch.bmm(v, weights.transpose(1, 2))  # (batch·heads, head_channels, queries)
         return attended.reshape(batch, channels, height, width)
+
+
+def run_block(
+    model: nn.Module, block: UNetBlock, x: torch.Tensor, emb: torch.Tensor, skip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply `block` to (x, emb, skip), through `model._gradient_checkpointing_func` when the model has gradient
+    checkpointing enabled, is training and autograd records (so evaluation and `no_grad` never recompute)."""
+    if getattr(model, "gradient_checkpointing", False) and block.training and torch.is_grad_enabled():
+        return model._gradient_checkpointing_func(block, x, emb, skip)
+    return block(x, emb, skip)
 
 
 def _check_rows(

@@ -22,6 +22,7 @@ from .edm_layers import (
     WeightInit,
     check_unet_architecture,
     check_unet_inputs,
+    run_block,
 )
 
 _EMBEDDING_TYPES = ("positional", "fourier")
@@ -71,7 +72,7 @@ class SongUNet2DModel(ModelMixin, ConfigMixin):
         resample_filter (`Sequence[int]`, defaults to `(1, 1)`): FIR taps for up/downsampling.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -115,6 +116,8 @@ class SongUNet2DModel(ModelMixin, ConfigMixin):
         self.label_dim = label_dim
         self.augment_dim = augment_dim
         self.label_dropout = label_dropout
+        # Set by `enable_gradient_checkpointing()`: recompute each UNetBlock in the backward pass while training.
+        self.gradient_checkpointing = False
         emb_channels = model_channels * channel_mult_emb
         noise_channels = model_channels * channel_mult_noise
         init = WeightInit("xavier_uniform")
@@ -271,7 +274,7 @@ class SongUNet2DModel(ModelMixin, ConfigMixin):
         aux = x
         for role, module in zip(self._encoder_roles, self.enc.values()):
             if role == "block":
-                x = module(x, emb)
+                x = run_block(self, module, x, emb)
                 skips.append(x)
             elif role == "conv":
                 x = module(x)
@@ -287,9 +290,9 @@ class SongUNet2DModel(ModelMixin, ConfigMixin):
         head = None
         for role, module in zip(self._decoder_roles, self.dec.values()):
             if role == "skip_block":
-                x = module(torch.cat([x, skips.pop()], dim=1), emb)
+                x = run_block(self, module, x, emb, skips.pop())
             elif role == "block":
-                x = module(x, emb)
+                x = run_block(self, module, x, emb)
             elif role == "aux_up":
                 aux = module(aux)
             elif role == "aux_norm":

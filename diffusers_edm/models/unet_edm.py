@@ -12,7 +12,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..preconditioning import make_preconditioning
+from ..preconditioning import EDM_SIGMA_DATA, Preconditioning, make_preconditioning
 from .dhariwal_unet import DhariwalUNet2DModel
 from .song_unet import SongUNet2DModel
 
@@ -70,6 +70,17 @@ class ConditioningEmbedding(nn.Embedding):
             return class_embedding
         keep = torch.rand([class_embedding.shape[0], 1], device=class_embedding.device) >= self.label_dropout
         return class_embedding * keep.to(class_embedding.dtype)
+
+
+def preconditioning_of(
+    preconditioning: str = "edm", preconditioning_config: dict | None = None, sigma_data: float = EDM_SIGMA_DATA
+) -> Preconditioning:
+    """The preconditioning an [`EDMPreconditionedUNet2DModel`] with these config values uses: `preconditioning_config`'s
+    parameters, with the top-level `sigma_data` for EDM's unless that config names its own."""
+    precond_kwargs = dict(preconditioning_config or {})
+    if preconditioning == "edm":
+        precond_kwargs.setdefault("sigma_data", sigma_data)
+    return make_preconditioning(preconditioning, **precond_kwargs)
 
 
 class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
@@ -132,7 +143,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-5,
         resnet_time_scale_shift: str = "default",
         add_attention: bool = True,
-        sigma_data: float = 0.5,
+        sigma_data: float = EDM_SIGMA_DATA,
         num_class_labels: int = 0,
         augment_dim: int = 0,
         label_dropout: float = 0.0,
@@ -153,10 +164,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         if label_dropout and backbone_type != "unet_2d":
             raise ValueError(f"The {backbone_type} backbone takes label_dropout in backbone_config, as the official"
                              " networks do; leave the top-level label_dropout at 0.")
-        precond_kwargs = dict(preconditioning_config or {})
-        if preconditioning == "edm":
-            precond_kwargs.setdefault("sigma_data", sigma_data)
-        self.precond = make_preconditioning(preconditioning, **precond_kwargs)
+        self.precond = preconditioning_of(preconditioning, preconditioning_config, sigma_data)
         if preconditioning == "iddpm" and out_channels != 2 * in_channels:
             raise ValueError(f"iDDPM networks output 2 x in_channels = {2 * in_channels} channels, got {out_channels}.")
         if backbone_type in NATIVE_BACKBONES:

@@ -13,7 +13,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from ..preconditioning import edm_preconditioning
+from ..preconditioning import EDM_SIGMA_DATA, edm_preconditioning
 from .sigma_schedule import (
     SOLVERS,
     check_choice,
@@ -127,7 +127,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         self,
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
-        sigma_data: float = 0.5,
+        sigma_data: float = EDM_SIGMA_DATA,
         rho: float = 7.0,
         s_churn: float = 0.0,
         s_tmin: float = 0.0,

@@ -6,6 +6,10 @@ import argparse
 from dataclasses import dataclass
 
 from .data import DIGITS_DEFAULT_RESOLUTION
+from .errors import TrainingError  # noqa: F401 - imported from here by the rest of the package
+from .loss import TRAINABLE_PRECONDITIONINGS
+from .phema import std_list_argument
+from .presets import PRESETS, preset_defaults
 
 NATIVE_ARCHITECTURES = {
     "ddpmpp": ("song_unet", dict(embedding_type="positional", encoder_type="standard", decoder_type="standard",
@@ -18,12 +22,13 @@ NATIVE_ARCHITECTURES = {
 and ADM settings."""
 
 ARCHITECTURES = (*NATIVE_ARCHITECTURES, "unet_2d")
+
+TRACKERS = ("tensorboard", "wandb", "all", "none")
+"""--report_to choices: accelerate trackers (`all` = every installed one)."""
+
+DEFAULT_BATCH_SIZE = 64
+"""Per-device batch when neither --train_batch_size nor --total_batch_size gives one."""
 """--arch choices: the paper's backbones and diffusers' UNet2DModel."""
-
-
-class TrainingError(ValueError):
-    """A mistake in the run's settings, files or environment that the user can fix; `train_edm.py` reports it as one
-    line (exit status 2) instead of a traceback."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--preset", choices=PRESETS, default=None, metavar="NAME",
+                        help="Start from the settings of one of the paper's training runs (flags given explicitly "
+                             "still win): " + ", ".join(PRESETS) + ". Names: dataset-cond|uncond-arch, with -vp/-ve "
+                             "for the VP/VE baselines.")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="Print the resolved settings, the model's configuration and parameter count, and the "
+                             "number of steps and images, then exit without writing anything.")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", default=None,
                       help="Hugging Face dataset id or local dataset path (loaded with datasets.load_dataset).")
@@ -100,10 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "data has labels.")
     conditioning.add_argument("--unconditional", dest="conditional", action="store_const", const=False,
                               help="Ignore labels and train an unconditional model.")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="Worker processes that decode the data once before training and load batches during it.")
+    memory = data.add_mutually_exclusive_group()
+    memory.add_argument("--data_in_memory", dest="data_in_memory", action="store_const", const=True, default=None,
+                        help="Keep the decoded images in RAM. Default: when they take at most 256 MiB; larger data is "
+                             "read from a decoded cache file.")
+    memory.add_argument("--data_from_cache", dest="data_in_memory", action="store_const", const=False,
+                        help="Read the decoded images from the cache file whatever their size (bounded RAM).")
+    data.add_argument("--decoded_cache_dir", default=None,
+                      help="Folder of the decoded-image cache files (reused while the data and --resolution, "
+                           "--center_crop, --max_train_samples are unchanged). Default: $HF_HOME/diffusers_edm/decoded.")
     data.add_argument("--cache_dir", default=None, help="Cache directory of datasets.load_dataset.")
 
     model = parser.add_argument_group("model (a UNet2DModel backbone)")
+    model.add_argument("--pretrained_model_name_or_path", default=None,
+                       help="Fine-tune: start from the denoiser of an EDMPipeline folder or Hub id (e.g. a converted "
+                            "official model), as EDM's --transfer: its architecture, preconditioning and σ_data, its "
+                            "weights copied wherever names and shapes match (new class/augment-label inputs start "
+                            "initialised), the learning-rate ramp restarted and the EMA without ramp-up. The "
+                            "architecture flags below are then ignored.")
     model.add_argument("--model_config", default=None,
                        help="JSON file with the EDMPreconditionedUNet2DModel configuration; overrides the "
                             "architecture flags below.")
@@ -124,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Probability of training an image without its class label (the all-zero label, EDM's "
                             "'no label'), so that the model also learns the unconditional denoiser that classifier-free "
                             "guidance needs (e.g. 0.1); conditional data only.")
-    model.add_argument("--sigma_data", type=float, default=0.5, help="σ_data of the preconditioning and loss.")
+    model.add_argument("--precond", choices=TRAINABLE_PRECONDITIONINGS, default=None,
+                       help="Preconditioning and loss (Table 1): EDM's, or the VP / VE baselines of Song et al. (their "
+                            "σ distribution and λ(σ) = 1/σ²). Default: edm, or that of --model_config / the "
+                            "pretrained model (a different value is an error).")
+    model.add_argument("--sigma_data", type=float, default=None,
+                       help="σ_data of the EDM preconditioning and loss. Default: 0.5, or that of --model_config / the "
+                            "pretrained model (a different value is an error).")
+    model.add_argument("--gradient_checkpointing", action="store_true",
+                       help="Recompute the backbone's block activations in the backward pass: less memory for about "
+                            "a third more compute; same results.")
 
     loss = parser.add_argument_group("loss and augmentation")
     loss.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln σ during training (P_mean).")
@@ -138,9 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--seed", type=int, default=0, help="Random seed.")
-    optim.add_argument("--train_batch_size", type=int, default=64, help="Images per device per forward pass.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="Forward passes per optimizer step; the batch is train_batch_size x processes x this.")
+    optim.add_argument("--total_batch_size", type=int, default=None,
+                       help="Images per optimizer step over all processes (EDM's --batch). The per-device batch "
+                            "follows from it (or, with --train_batch_size, the gradient accumulation does). Default: "
+                            "train_batch_size x processes x gradient_accumulation_steps.")
+    optim.add_argument("--train_batch_size", type=int, default=None,
+                       help=f"Images per device per forward pass (EDM's --batch-gpu). Default: "
+                            f"{DEFAULT_BATCH_SIZE}, or what --total_batch_size gives.")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=None,
+                       help="Forward passes per optimizer step. Default: 1, or what --total_batch_size and "
+                            "--train_batch_size give.")
     optim.add_argument("--duration_kimg", type=float, default=200.0,
                        help="Training length in thousands of images (paper CIFAR-10: 200000).")
     optim.add_argument("--max_train_steps", type=int, default=None,
@@ -155,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="EMA half-life in thousands of images (paper CIFAR-10: 500).")
     optim.add_argument("--ema_rampup_ratio", type=float, default=0.05,
                        help="EMA half-life ramp-up: at most this fraction of the images seen so far (0 disables).")
+    optim.add_argument("--phema_stds", type=std_list_argument, default=None,
+                       help="Also track power-function EMAs with these relative standard deviations σ_rel (EDM2's "
+                            "post-hoc EMA, e.g. 0.05,0.10) and store their snapshots in output_dir/phema, from which "
+                            "`python -m diffusers_edm.reconstruct_phema` builds the EMA of any σ_rel after training. "
+                            "Default: off.")
+    optim.add_argument("--phema_every", type=parse_interval, default=None,
+                       help="Store the post-hoc EMA snapshots every N steps or K kimg ('kimg' suffix; at least 1 kimg "
+                            "apart, as their names count kimg), and at the end (replacing a snapshot of the same kimg)."
+                            " Default: every 1/16 of the training duration.")
     optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                        help="Mixed precision through accelerate (default: accelerate's configuration). fp16 needs a "
                             "GPU (autocast and a gradient scaler); on a CPU use bf16 or no.")
@@ -177,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Sampler steps for the sample grids (2N-1 network evaluations).")
     output.add_argument("--samples_per_class", type=int, default=8, help="Columns of the sample grid.")
     output.add_argument("--logging_steps", type=int, default=50, help="Log loss, lr and img/s every N steps.")
-    output.add_argument("--report_to", choices=["tensorboard", "none"], default="tensorboard",
-                        help="Also log to TensorBoard (under output_dir/logs) when it is installed.")
+    output.add_argument("--report_to", choices=TRACKERS, default=None,
+                        help="Experiment trackers (through accelerate) besides the console and logs/log.jsonl: "
+                             "TensorBoard (events under output_dir/logs), Weights & Biases, all installed trackers, or "
+                             "none. Default: tensorboard when it is installed, else none.")
     output.add_argument("--push_to_hub", action="store_true",
                         help="Upload the pipeline folder and model card at every save and at the end.")
     output.add_argument("--hub_model_id", default=None, help="Hub repository (default: the output_dir name).")
@@ -216,12 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parses and validates the command line."""
+    """Parses and validates the command line; a --preset's values are defaults that explicit flags override."""
     parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset is not None:
+        parser.set_defaults(**preset_defaults(preset))
     args = parser.parse_args(argv)
     checks = [
-        (args.train_batch_size >= 1, "--train_batch_size must be >= 1"),
-        (args.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),
+        (args.total_batch_size is None or args.total_batch_size >= 1, "--total_batch_size must be >= 1"),
+        (args.train_batch_size is None or args.train_batch_size >= 1, "--train_batch_size must be >= 1"),
+        (args.gradient_accumulation_steps is None or args.gradient_accumulation_steps >= 1,
+         "--gradient_accumulation_steps must be >= 1"),
         (args.duration_kimg > 0, "--duration_kimg must be > 0"),
         (args.max_train_steps is None or args.max_train_steps >= 1, "--max_train_steps must be >= 1"),
         (args.learning_rate > 0, "--learning_rate must be > 0"),
@@ -229,7 +289,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.ema_halflife_kimg > 0, "--ema_halflife_kimg must be > 0"),
         (0 <= args.augment_p <= 1, "--augment_p must lie in [0, 1]"),
         (args.p_std > 0, "--p_std must be > 0"),
-        (args.sigma_data > 0, "--sigma_data must be > 0"),
+        (args.sigma_data is None or args.sigma_data > 0, "--sigma_data must be > 0"),
         (0 <= args.dropout < 1, "--dropout must lie in [0, 1)"),
         (0 <= args.label_dropout < 1, "--label_dropout must lie in [0, 1)"),
         (args.checkpoints_total_limit is None or args.checkpoints_total_limit >= 1,
@@ -242,6 +302,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.phema_stds and args.phema_every is None:
+        args.phema_every = Interval(args.duration_kimg / 16, "kimg")
     if args.eval_detector is None:
         args.eval_detector = "inception" if args.dataset_name or args.train_data_dir else "digits"
     return args
+
+
+def resolve_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
+    """Sets `args.train_batch_size` and `args.gradient_accumulation_steps` to numbers: from --total_batch_size when
+    given (EDM's --batch; the per-device batch, or with --train_batch_size the accumulation, follows), else the
+    defaults. A total that does not split evenly is a TrainingError naming the numbers."""
+    total, per_device, accumulation = args.total_batch_size, args.train_batch_size, args.gradient_accumulation_steps
+    if total is None:
+        args.train_batch_size = per_device or DEFAULT_BATCH_SIZE
+        args.gradient_accumulation_steps = accumulation or 1
+        return
+    if per_device is None:
+        accumulation = accumulation or 1
+        per_device = total // (num_processes * accumulation)
+    elif accumulation is None:
+        accumulation = max(total // (num_processes * per_device), 1)
+    if per_device * num_processes * accumulation != total:
+        raise TrainingError(
+            f"--total_batch_size {total} is not {num_processes} process(es) x --train_batch_size {per_device} x "
+            f"--gradient_accumulation_steps {accumulation}: pass a --train_batch_size that divides "
+            f"{total // num_processes if total % num_processes == 0 else total} evenly (or a total divisible by the "
+            f"number of processes).")
+    args.train_batch_size, args.gradient_accumulation_steps = per_device, accumulation

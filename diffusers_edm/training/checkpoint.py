@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..write_errors import OUT_OF_SPACE, write_error_reason
-from .args import TrainingError
+from .errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ T = TypeVar("T")
 FORMAT, VERSION = "diffusers-edm-training-checkpoint", 1
 MANIFEST = "manifest.json"
 MODEL, EMA, OPTIMIZER, PROGRESS = "model.safetensors", "ema.safetensors", "optimizer.safetensors", "progress.json"
+PHEMA = "phema.safetensors"  # the post-hoc EMAs, when the run tracks them
 CONFIG = "training_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -67,6 +68,7 @@ class TrainingState:
     scaler: torch.amp.GradScaler | None  # accelerate's fp16 gradient scaler
     progress: Stateful
     config: dict  # the run's settings (JSON values, no secrets): what a resume must repeat
+    phema: Stateful | None = None  # power-function EMAs (--phema_stds)
 
 
 def rng_file(rank: int) -> str:
@@ -121,6 +123,8 @@ def save_checkpoint(folder: Path, accelerator: Accelerator, state: TrainingState
         if accelerator.is_main_process:
             entries[MODEL] = _write(staging / MODEL, _tensor_bytes(state.model.state_dict()))
             entries[EMA] = _write(staging / EMA, _tensor_bytes(state.ema.state_dict()))
+            if state.phema is not None:
+                entries[PHEMA] = _write(staging / PHEMA, _tensor_bytes(state.phema.state_dict()))
             entries[OPTIMIZER] = _write(staging / OPTIMIZER, _optimizer_bytes(state.optimizer, state.scaler))
             entries[PROGRESS] = _write(staging / PROGRESS, json.dumps(state.progress.state_dict()).encode())
             entries[CONFIG] = _write(staging / CONFIG, json.dumps(state.config, indent=2).encode())
@@ -274,6 +278,12 @@ def load_checkpoint(folder: Path, accelerator: Accelerator, state: TrainingState
         state.model.load_state_dict(load_file(folder / MODEL))
     with _loading(folder, EMA):
         state.ema.load_state_dict(load_file(folder / EMA))
+    if state.phema is not None:
+        if PHEMA not in manifest["files"]:
+            raise CheckpointError(f"cannot resume from {folder} with --phema_stds: it was written by a run without "
+                                  f"post-hoc EMA tracking; resume without --phema_stds or start a new run.")
+        with _loading(folder, PHEMA):
+            state.phema.load_state_dict(load_file(folder / PHEMA))
     with _loading(folder, OPTIMIZER):
         _load_optimizer(folder / OPTIMIZER, state.optimizer, state.scaler)
     name = rng_file(accelerator.process_index)

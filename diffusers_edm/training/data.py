@@ -13,8 +13,11 @@ or an empty `[0]` tensor when training unconditionally. Four sources are underst
 * `train_data_dir` pointing at an EDM dataset: a `.zip` of PNGs or a folder holding a `dataset.json` whose `"labels"`
   is `[["00000/img00000000.png", 6], ...]` or `null` (the format written by EDM's `dataset_tool.py`).
 
-Every image is decoded once into a `uint8` tensor held in memory (converted to float on access), so every problem with
-the data (unreadable files, mixed sizes, missing labels, ...) surfaces as a `DatasetError` before training starts.
+Every image is decoded and checked once, before training starts (in `DataConfig.num_workers` processes), so every
+problem with the data (unreadable files, mixed sizes, missing labels, ...) surfaces as a `DatasetError` then. The
+decoded `uint8` images are held in memory when they are small; larger ones are written to a decoded-image cache file
+(`diffusers_edm.training.data_cache`) that is read one image per access, so memory use does not grow with the dataset,
+and that later runs reuse while the data are unchanged. Both give the same items.
 
 Channels: the images are grayscale (1 channel) when every image used is grayscale (PIL modes `1`, `L`, `LA`, `I;16`),
 else RGB (3 channels), whatever their order. When grayscale and colour images are mixed, each grayscale image is copied
@@ -28,22 +31,37 @@ embedding. Label files (`metadata.jsonl`/`.csv`, `dataset.json`) must be UTF-8 (
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..write_errors import write_error_reason
+from .data_cache import (
+    CACHE_FORMAT_VERSION,
+    DecodedCache,
+    DecodedImageFile,
+    DecodedImageWriter,
+    default_decoded_cache_dir,
+    digest,
+)
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +73,10 @@ MAX_CLASSES = 100_000
 """Most classes integer labels may define (ImageNet-21k has 21,841)."""
 SMALL_CLASS_COUNT = 1_000
 """Class counts up to this are accepted even when the dataset has fewer images than classes."""
+IN_MEMORY_MAX_BYTES = 256 * 2**20
+"""Decoded images up to this size are held in memory unless `DataConfig.in_memory` says otherwise."""
+DECODE_BATCH_SIZE = 64
+"""Images a decoding worker process hands over at a time."""
 
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N"})
 _UNSUPPORTED_MODES = frozenset({"I", "F"})
@@ -106,6 +128,19 @@ class DataConfig:
             Seed of the `max_train_samples` subset.
         cache_dir (`str`, *optional*):
             Cache directory passed to `datasets.load_dataset`.
+        in_memory (`bool`, *optional*):
+            `True` holds the decoded images in memory; `False` writes them to a decoded-image cache file that is read
+            one image per access, so memory use does not grow with the dataset; `None` holds them in memory when they
+            take at most `IN_MEMORY_MAX_BYTES` (256 MiB). The items are the same either way. The scikit-learn digits
+            are always held in memory.
+        decoded_cache_dir (`str`, *optional*):
+            Folder of the decoded-image cache files, by default `$HF_HOME/diffusers_edm/decoded`
+            (`~/.cache/huggingface/diffusers_edm/decoded`). A cache file is reused while the image files (names,
+            sizes, modification times; the CRCs of zip members; the fingerprint of a `datasets` source, which does not
+            cover image files that a column names by path), `resolution`, `center_crop` and the subset are unchanged,
+            and replaced otherwise.
+        num_workers (`int`, defaults to 0):
+            Processes that decode and check the images; 0 decodes them in the calling process.
     """
 
     dataset_name: str | None = None
@@ -120,15 +155,18 @@ class DataConfig:
     conditional: bool | None = None
     seed: int = 0
     cache_dir: str | None = None
+    in_memory: bool | None = None
+    decoded_cache_dir: str | None = None
+    num_workers: int = 0
 
 
 class EDMImageDataset(torch.utils.data.Dataset):
-    """Images held in memory, returned as `(image, label)` with EDM's scaling and optional x-flip duplication.
+    """Decoded images returned as `(image, label)` with EDM's scaling and optional x-flip duplication.
 
     Args:
-        images (`torch.Tensor`):
-            `[N, C, H, W]` images, either `uint8` in `[0, 255]` (mapped to `x / 127.5 - 1` on access) or float32
-            already in `[-1, 1]`.
+        images (`torch.Tensor` or `DecodedImageFile`):
+            `[N, C, H, W]` images: a tensor, either `uint8` in `[0, 255]` (mapped to `x / 127.5 - 1` on access) or
+            float32 already in `[-1, 1]`, or a decoded-image cache file of `uint8` images, read one image per access.
         class_indices (`torch.Tensor`, *optional*):
             `[N]` int64 class index of every image; `None` for unconditional data.
         num_classes (`int`):
@@ -143,16 +181,16 @@ class EDMImageDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | DecodedImageFile,
         class_indices: torch.Tensor | None,
         num_classes: int,
         class_names: list[str] | None,
         source_description: str,
         xflip: bool = False,
     ):
-        if images.ndim != 4 or images.shape[2] != images.shape[3]:
+        if len(images.shape) != 4 or images.shape[2] != images.shape[3]:
             raise ValueError(f"`images` must be [N, C, H, H], got shape {tuple(images.shape)}.")
-        if images.dtype not in (torch.uint8, torch.float32):
+        if isinstance(images, torch.Tensor) and images.dtype not in (torch.uint8, torch.float32):
             raise ValueError(f"`images` must be uint8 or float32, got {images.dtype}.")
         if (class_indices is None) != (num_classes == 0):
             raise ValueError("Pass `class_indices` exactly when `num_classes` > 0.")
@@ -201,24 +239,122 @@ class EDMImageDataset(torch.utils.data.Dataset):
         return image, label
 
 
+class _FileImages:
+    """Image files below `root` (`names` are relative to it): an image folder or an EDM dataset folder."""
+
+    def __init__(self, root: Path, names: list[str]):
+        self.root, self.names = root, names
+        self.identity = f"folder {root.resolve()}"
+        self.label = root.resolve().name
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def describe(self, index: int) -> str:
+        return str(self.root / self.names[index])
+
+    def read(self, index: int) -> bytes:
+        return (self.root / self.names[index]).read_bytes()
+
+    def content_digest(self) -> str:
+        """Digest of the file names, sizes and modification times."""
+        digest = hashlib.sha256()
+        for index, name in enumerate(self.names):
+            try:
+                stat = (self.root / name).stat()
+            except OSError as error:
+                raise _unreadable_image_error(self.describe(index), error) from error
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+
+class _ZipImages:
+    """The image members `names` of an EDM dataset zip; each process reads through an archive it opened itself."""
+
+    def __init__(self, path: Path, names: list[str], archive: zipfile.ZipFile):
+        self.path, self.names = path, names
+        self._archive, self._pid = archive, os.getpid()
+        self.identity = f"zip {path.resolve()}"
+        self.label = path.stem
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def describe(self, index: int) -> str:
+        return f"{self.names[index]} (in {self.path})"
+
+    def read(self, index: int) -> bytes:
+        if self._archive is None or self._pid != os.getpid():
+            self._archive, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._archive.read(self.names[index])
+
+    def content_digest(self) -> str:
+        """Digest of the member names, CRCs and sizes."""
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(self.path) as archive:
+            for name in self.names:
+                info = archive.getinfo(name)
+                digest.update(f"{name}\0{info.CRC}\0{info.file_size}\n".encode())
+        return digest.hexdigest()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_archive": None}
+
+
+class _HubImages:
+    """The image column of a `datasets.Dataset`, cast to undecoded images (`{"bytes", "path"}` values)."""
+
+    def __init__(self, images: datasets.Dataset, column: str, source: str, fingerprint: str):
+        self.images, self.column, self.source, self.fingerprint = images, column, source, fingerprint
+        self.identity = f"datasets {source} column {column}"
+        self.label = source.rstrip("/").split("/")[-1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def describe(self, index: int) -> str:
+        path = self.images[index][self.column].get("path")
+        return f"row {index} of {self.source}" + (f" ({path})" if path else "")
+
+    def read(self, index: int) -> bytes:
+        value = self.images[index][self.column]
+        if value.get("bytes") is not None:
+            return value["bytes"]
+        with open(value["path"], "rb") as file:
+            return file.read()
+
+    def content_digest(self) -> str:
+        """The dataset's own fingerprint, which changes with its files and processing."""
+        return self.fingerprint
+
+
+_ImageReader = _FileImages | _ZipImages | _HubImages
+
+
 @dataclass
 class _ImageRecords:
     """Encoded images of one source, before label resolution, subset selection and decoding.
 
-    `describe(i)` names image `i` in messages without reading it; `read(i)` returns its encoded bytes. `labels` holds
-    one raw label per image (`None` where an image has none), or is `None` when the source has no labels at all.
-    `class_names`, when given, means the labels are indices into it. `label_source` names where the labels come from
-    (e.g. the metadata file); `label_hint` tells users how to add labels.
+    `reader` names image `i` in messages without reading it (`describe(i)`), returns its encoded bytes (`read(i)`) and
+    is pickled into decoding worker processes. `labels` holds one raw label per image (`None` where an image has
+    none), or is `None` when the source has no labels at all. `class_names`, when given, means the labels are indices
+    into it. `label_source` names where the labels come from (e.g. the metadata file); `label_hint` tells users how
+    to add labels.
     """
 
-    count: int
-    describe: Callable[[int], str]
-    read: Callable[[int], bytes]
+    reader: _ImageReader
     labels: list[object] | None
     class_names: list[str] | None
     description: str
     label_source: str
     label_hint: str
+
+    @property
+    def count(self) -> int:
+        return len(self.reader)
+
+    def describe(self, index: int) -> str:
+        return self.reader.describe(index)
 
 
 def build_dataset(config: DataConfig) -> EDMImageDataset:
@@ -227,6 +363,9 @@ def build_dataset(config: DataConfig) -> EDMImageDataset:
     All validation happens here, before training starts: bad configuration, missing or empty folders, unreadable
     images, mixed or non-square sizes without `resolution`/`center_crop`, labels missing when `conditional=True`,
     label files that reference missing images, and unknown dataset columns raise `DatasetError` (a `ValueError`).
+    A decoded-image cache file that is up to date is reused without decoding again (its images were checked when it
+    was written); a half-written one is never used. Call it on one process first (e.g. in accelerate's
+    `main_process_first()`) so that the other processes reuse the cache it writes.
 
     Args:
         config (`DataConfig`): The data source and preparation options.
@@ -269,6 +408,8 @@ def _check_config(config: DataConfig) -> None:
         )
     if config.conditional is True and config.label_column is None:
         raise DatasetError("Class-conditional training needs labels, but label_column is None. Name a label column.")
+    if config.num_workers < 0:
+        raise DatasetError(f"--dataloader_num_workers must be 0 or more, got {config.num_workers}.")
 
 
 def _digits_dataset(config: DataConfig) -> EDMImageDataset:
@@ -302,9 +443,8 @@ def _assemble(records: _ImageRecords, config: DataConfig) -> EDMImageDataset:
         )
     class_indices, num_classes, class_names = _resolve_labels(records, config)
     selected = select_subset(records.count, config.max_train_samples, config.seed)
-    images = _decode_images(records, selected, config)
     dataset = EDMImageDataset(
-        images=torch.from_numpy(images),
+        images=_load_images(records, selected, config),
         class_indices=None if class_indices is None else torch.from_numpy(class_indices[selected]),
         num_classes=num_classes,
         class_names=class_names,
@@ -322,6 +462,64 @@ def _assemble(records: _ImageRecords, config: DataConfig) -> EDMImageDataset:
         ", x-flip doubles the length" if config.random_flip else "",
     )
     return dataset
+
+
+def _load_images(records: _ImageRecords, selected: np.ndarray, config: DataConfig) -> torch.Tensor | DecodedImageFile:
+    """The selected images decoded into memory or into a decoded-image cache file, as `config.in_memory` says (when
+    `None`, by the decoded size of the first image times the number of images)."""
+    in_memory = config.in_memory
+    if in_memory is None:
+        first = _decode_image(records.reader, int(selected[0]), config.resolution, config.center_crop)
+        if isinstance(first, str):
+            raise DatasetError(first)
+        in_memory = len(selected) * first.pixels.nbytes <= IN_MEMORY_MAX_BYTES
+    if not in_memory:
+        return _cached_images(records, selected, config)
+    images = _ArraySink(len(selected))
+    _decode_images(records, selected, config, images)
+    return torch.from_numpy(images.images)
+
+
+def _cached_images(records: _ImageRecords, selected: np.ndarray, config: DataConfig) -> DecodedImageFile:
+    """The selected images from their decoded-image cache file, decoded into a new one when there is none up to date
+    (their warnings are logged again when it is reused)."""
+    folder = Path(config.decoded_cache_dir) if config.decoded_cache_dir else default_decoded_cache_dir()
+    preparation = {
+        "source": records.reader.identity,
+        "resolution": config.resolution,
+        "center_crop": config.center_crop,
+        "subset": [config.max_train_samples, config.seed] if config.max_train_samples else None,
+    }
+    cache = DecodedCache(folder, digest(preparation), records.reader.label)
+    fingerprint = digest(
+        {
+            **preparation,
+            "format_version": CACHE_FORMAT_VERSION,
+            "content": records.reader.content_digest(),
+            "selected": digest(selected.astype(np.int64).tobytes()),
+        }
+    )
+    cached = cache.load(fingerprint)
+    if cached is not None:
+        images, warnings = cached
+        for message in warnings:
+            logger.warning("%s", message)
+        logger.info("Reusing the decoded images of %s in %s.", records.description, images.path)
+        return images
+    logger.info("Decoding %d images of %s into %s; later runs reuse them.", len(selected), records.description, folder)
+    try:
+        writer = cache.writer(fingerprint, len(selected))
+        try:
+            warnings = _decode_images(records, selected, config, writer)
+            return cache.commit(writer, fingerprint, warnings)
+        except BaseException:
+            writer.discard()
+            raise
+    except OSError as error:
+        raise DatasetError(
+            f"Could not write the decoded images of {records.description} to {folder} ({write_error_reason(error)}). "
+            "Free space there, pass --decoded_cache_dir with another folder, or --data_in_memory to hold them in RAM."
+        ) from error
 
 
 def select_subset(count: int, max_samples: int | None, seed: int) -> np.ndarray:
@@ -397,88 +595,188 @@ def _resolve_labels(records: _ImageRecords, config: DataConfig) -> tuple[np.ndar
     return np.asarray(labels, dtype=np.int64), num_classes, None
 
 
-def _decode_images(records: _ImageRecords, selected: np.ndarray, config: DataConfig) -> np.ndarray:
-    """Decode the selected images into a `uint8` `[N, C, H, W]` array of one square size: grayscale when every image
-    is, else RGB (grayscale images copied to the three channels, with a warning naming an image of each kind)."""
-    images = None
-    first_name = None
+class _ArraySink:
+    """Decoded images in memory, appended in order (the in-memory counterpart of `DecodedImageWriter`)."""
+
+    def __init__(self, count: int):
+        self.count, self.written = count, 0
+        self.images: np.ndarray | None = None
+
+    def allocate(self, channels: int, height: int, width: int) -> None:
+        self.images = np.empty((self.count, channels, height, width), dtype=np.uint8)
+
+    def append(self, image: np.ndarray) -> None:
+        self.images[self.written] = image
+        self.written += 1
+
+    def widen_to_rgb(self) -> None:
+        self.images = np.repeat(self.images, 3, axis=1)
+
+
+@dataclass
+class _DecodedImage:
+    """One image after mode conversion, center crop and resize.
+
+    `pixels` is `[C, H, W]` uint8 (C = 1 for grayscale files, else 3), `mode` the file's PIL mode and `size` its
+    `(width, height)` before the resize to `resolution`.
+    """
+
+    pixels: np.ndarray
+    mode: str
+    size: tuple[int, int]
+
+
+def _decode_image(reader: _ImageReader, index: int, resolution: int | None, center_crop: bool) -> _DecodedImage | str:
+    """Decode image `index`, or return the message of the `DatasetError` that makes it unusable (a one-line message
+    crosses from a worker process intact, where a raised error would carry the worker's traceback)."""
+    try:
+        image = _open_image(reader, index)
+        mode = image.mode
+        image = _convert_mode(image, "L" if mode in _GRAYSCALE_MODES else "RGB", reader, index)
+    except DatasetError as error:
+        return str(error)
+    if center_crop:
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    size = image.size
+    if resolution is not None and image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.uint8)
+    pixels = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return _DecodedImage(np.ascontiguousarray(pixels), mode, size)
+
+
+class _DecodeJobs(torch.utils.data.Dataset):
+    """Item `position` is the `position`-th selected image through `_decode_image` (for decoding worker processes)."""
+
+    def __init__(
+        self,
+        reader: _ImageReader,
+        selected: np.ndarray,
+        resolution: int | None,
+        center_crop: bool,
+    ):
+        self.reader, self.selected, self.resolution, self.center_crop = reader, selected, resolution, center_crop
+
+    def __len__(self) -> int:
+        return len(self.selected)
+
+    def __getitem__(self, position: int) -> _DecodedImage | str:
+        return _decode_image(self.reader, int(self.selected[position]), self.resolution, self.center_crop)
+
+
+def _keep_list(batch: list) -> list:
+    return batch
+
+
+def _decoded_in_order(
+    records: _ImageRecords, selected: np.ndarray, config: DataConfig
+) -> Iterator[_DecodedImage | str]:
+    """`_decode_image` of every selected image, in order, from `config.num_workers` processes (a few batches ahead)."""
+    loader = torch.utils.data.DataLoader(
+        _DecodeJobs(records.reader, selected, config.resolution, config.center_crop),
+        batch_size=DECODE_BATCH_SIZE,
+        num_workers=config.num_workers,
+        collate_fn=_keep_list,
+        generator=torch.Generator(),  # starting the workers must not consume the global RNG
+    )
+    for batch in loader:
+        yield from batch
+
+
+def _decode_images(
+    records: _ImageRecords, selected: np.ndarray, config: DataConfig, sink: _ArraySink | DecodedImageWriter
+) -> list[str]:
+    """Decode the selected images, in order, into `sink` (memory or a cache file), all of one square size: grayscale
+    when every image is, else RGB (grayscale images copied to the three channels, with a warning naming an image of
+    each kind). Returns the warnings it logged."""
+    warnings: list[str] = []
+    first_size, channels = None, 0
+    reported_aspect_change = False
     examples: dict[bool, tuple[str, str]] = {}  # is_grayscale -> (name, mode) of the first such image
     counts = {True: 0, False: 0}
-    reported_aspect_change = False
-    for position, index in enumerate(selected.tolist()):
-        name = records.describe(index)
-        image = _open_image(records, index, name)
-        is_grayscale = image.mode in _GRAYSCALE_MODES
-        examples.setdefault(is_grayscale, (name, image.mode))
-        counts[is_grayscale] += 1
-        image = _convert_mode(image, "L" if is_grayscale else "RGB", name)
-        if config.center_crop:
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-        if config.resolution is not None:
-            if image.width != image.height and not reported_aspect_change:
-                logger.warning(
-                    "%s is %dx%d and is stretched to %dx%d; pass --center_crop to keep the aspect ratio.",
-                    name,
-                    image.width,
-                    image.height,
-                    config.resolution,
-                    config.resolution,
+    with contextlib.closing(_decoded_in_order(records, selected, config)) as decoded_images:
+        for index, decoded in zip(selected.tolist(), decoded_images):
+            if isinstance(decoded, str):
+                raise DatasetError(decoded)
+            is_grayscale = decoded.mode in _GRAYSCALE_MODES
+            if is_grayscale not in examples:
+                examples[is_grayscale] = (records.describe(index), decoded.mode)
+            counts[is_grayscale] += 1
+            width, height = decoded.size
+            if config.resolution is None:
+                _check_native_size(records, index, decoded.size, int(selected[0]), first_size)
+            elif width != height and not reported_aspect_change:
+                side = config.resolution
+                _warn(
+                    warnings,
+                    f"{records.describe(index)} is {width}x{height} and is stretched to {side}x{side}; pass "
+                    "--center_crop to keep the aspect ratio.",
                 )
                 reported_aspect_change = True
-            if image.size != (config.resolution, config.resolution):
-                image = image.resize((config.resolution, config.resolution), Image.Resampling.LANCZOS)
-        elif image.width != image.height:
-            raise DatasetError(
-                f"{name} is {image.width}x{image.height} but EDM trains on square images. Pass --center_crop to crop "
-                "every image to a centred square (and --resolution to resize)."
-            )
-        elif images is not None and image.size != (images.shape[3], images.shape[2]):
-            raise DatasetError(
-                f"{name} is {image.width}x{image.height} but {first_name} is {images.shape[3]}x{images.shape[2]}; all "
-                "images must have one size: pass --resolution to resize every image."
-            )
-        array = np.asarray(image, dtype=np.uint8)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        if images is None:
-            first_name = name
-            images = np.empty((len(selected), array.shape[2], array.shape[0], array.shape[1]), dtype=np.uint8)
-        elif array.shape[2] < images.shape[1]:
-            array = np.repeat(array, 3, axis=2)
-        elif array.shape[2] > images.shape[1]:  # the first colour image: the grayscale ones so far become RGB
-            images = np.repeat(images, 3, axis=1)
-        images[position] = array.transpose(2, 0, 1)
+            pixels = decoded.pixels
+            if first_size is None:
+                first_size, channels = decoded.size, pixels.shape[0]
+                sink.allocate(*pixels.shape)
+            elif pixels.shape[0] < channels:
+                pixels = np.repeat(pixels, 3, axis=0)
+            elif pixels.shape[0] > channels:  # the first colour image: the grayscale ones so far become RGB
+                sink.widen_to_rgb()
+                channels = 3
+            sink.append(pixels)
     if len(examples) == 2:
         (gray_name, gray_mode), (colour_name, colour_mode) = examples[True], examples[False]
-        logger.warning(
-            "Images mix grayscale and colour: %d are grayscale (e.g. %s, mode %s) and %d colour (e.g. %s, mode %s). "
-            "Training on RGB with each grayscale image copied to the three channels; to train in grayscale, convert "
-            "every image to grayscale first.",
-            counts[True],
-            gray_name,
-            gray_mode,
-            counts[False],
-            colour_name,
-            colour_mode,
+        _warn(
+            warnings,
+            f"Images mix grayscale and colour: {counts[True]} are grayscale (e.g. {gray_name}, mode {gray_mode}) and "
+            f"{counts[False]} colour (e.g. {colour_name}, mode {colour_mode}). Training on RGB with each grayscale "
+            "image copied to the three channels; to train in grayscale, convert every image to grayscale first.",
         )
-    return images
+    return warnings
 
 
-def _open_image(records: _ImageRecords, index: int, name: str) -> Image.Image:
+def _check_native_size(
+    records: _ImageRecords, index: int, size: tuple[int, int], first_index: int, first_size: tuple[int, int] | None
+) -> None:
+    """Without `resolution`, every image must be square and of the first image's size (`first_size`, `None` for the
+    first image itself)."""
+    width, height = size
+    if width != height:
+        raise DatasetError(
+            f"{records.describe(index)} is {width}x{height} but EDM trains on square images. Pass --center_crop to "
+            "crop every image to a centred square (and --resolution to resize)."
+        )
+    if first_size is not None and size != first_size:
+        raise DatasetError(
+            f"{records.describe(index)} is {width}x{height} but {records.describe(first_index)} is "
+            f"{first_size[0]}x{first_size[1]}; all images must have one size: pass --resolution to resize every image."
+        )
+
+
+def _warn(warnings: list[str], message: str) -> None:
+    """Log `message` as a warning and add it to `warnings` (kept with a cache file, to be logged again on reuse)."""
+    logger.warning("%s", message)
+    warnings.append(message)
+
+
+def _unreadable_image_error(name: str, error: Exception) -> DatasetError:
+    return DatasetError(
+        f"Could not read image {name} ({type(error).__name__}: {error}). Remove the file from the dataset or replace "
+        "it with a valid image."
+    )
+
+
+def _open_image(reader: _ImageReader, index: int) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(records.read(index)))
+        image = Image.open(io.BytesIO(reader.read(index)))
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(
-            f"Could not read image {name} ({type(error).__name__}: {error}). Remove the file from the dataset or "
-            "replace it with a valid image."
-        ) from error
+        raise _unreadable_image_error(reader.describe(index), error) from error
     return image
 
 
-def _convert_mode(image: Image.Image, target_mode: str, name: str) -> Image.Image:
+def _convert_mode(image: Image.Image, target_mode: str, reader: _ImageReader, index: int) -> Image.Image:
     """Convert to `"L"` or `"RGB"`; alpha is dropped and 16-bit grayscale is scaled to 8 bits (`x / 257`)."""
     if image.mode == target_mode:
         return image
@@ -488,15 +786,15 @@ def _convert_mode(image: Image.Image, target_mode: str, name: str) -> Image.Imag
         return image if target_mode == "L" else image.convert(target_mode)
     if image.mode in _UNSUPPORTED_MODES:
         raise DatasetError(
-            f"{name} has 32-bit pixel mode {image.mode!r}, whose value range is ambiguous. Convert it to an 8-bit "
-            "grayscale or RGB image, or remove it."
+            f"{reader.describe(index)} has 32-bit pixel mode {image.mode!r}, whose value range is ambiguous. Convert "
+            "it to an 8-bit grayscale or RGB image, or remove it."
         )
     try:
         return image.convert(target_mode)
     except ValueError as error:
         raise DatasetError(
-            f"{name} has pixel mode {image.mode!r}, which cannot be converted to {target_mode}. Convert it to RGB or "
-            "grayscale, or remove it."
+            f"{reader.describe(index)} has pixel mode {image.mode!r}, which cannot be converted to {target_mode}. "
+            "Convert it to RGB or grayscale, or remove it."
         ) from error
 
 
@@ -542,9 +840,7 @@ def _imagefolder_records(root: Path, config: DataConfig) -> _ImageRecords:
             index_of = {folder: index for index, folder in enumerate(class_folders)}
             labels = [None if folder is None else index_of[folder] for folder in folders]
     return _ImageRecords(
-        count=len(names),
-        describe=lambda i: str(root / names[i]),
-        read=lambda i: (root / names[i]).read_bytes(),
+        reader=_FileImages(root, names),
         labels=labels,
         class_names=class_names,
         description=f"image folder {root}",
@@ -643,9 +939,7 @@ def _edm_folder_records(root: Path, config: DataConfig) -> _ImageRecords:
     if config.label_column is not None:
         labels = _edm_labels(labels_path.read_bytes(), str(labels_path), names)
     return _ImageRecords(
-        count=len(names),
-        describe=lambda i: str(root / names[i]),
-        read=lambda i: (root / names[i]).read_bytes(),
+        reader=_FileImages(root, names),
         labels=labels,
         class_names=None,
         description=f"EDM dataset {root}",
@@ -663,9 +957,7 @@ def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -
     if config.label_column is not None and EDM_LABELS_FILE_NAME in members:
         labels = _edm_labels(archive.read(EDM_LABELS_FILE_NAME), f"{EDM_LABELS_FILE_NAME} in {path}", names)
     return _ImageRecords(
-        count=len(names),
-        describe=lambda i: f"{names[i]} (in {path})",
-        read=lambda i: archive.read(names[i]),
+        reader=_ZipImages(path, names, archive),
         labels=labels,
         class_names=None,
         description=f"EDM dataset {path}",
@@ -713,22 +1005,9 @@ def _hub_records(config: DataConfig) -> _ImageRecords:
     images = dataset.select_columns([config.image_column]).cast_column(
         config.image_column, datasets.Image(decode=False)
     )
-
-    def describe(index: int) -> str:
-        path = images[index][config.image_column].get("path")
-        return f"row {index} of {source}" + (f" ({path})" if path else "")
-
-    def read(index: int) -> bytes:
-        value = images[index][config.image_column]
-        if value.get("bytes") is not None:
-            return value["bytes"]
-        with open(value["path"], "rb") as file:
-            return file.read()
-
     return _ImageRecords(
-        count=len(dataset),
-        describe=describe,
-        read=read,
+        # `datasets` names its caches by this fingerprint, which changes with the data files and the processing.
+        reader=_HubImages(images, config.image_column, source, dataset._fingerprint),
         labels=labels,
         class_names=class_names,
         description=source,

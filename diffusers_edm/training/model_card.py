@@ -1,18 +1,30 @@
-"""The model card (README.md) written next to a trained EDM pipeline."""
+"""The model card (README.md) written next to a trained EDM pipeline.
+
+The generated text sits between two HTML comments (`GENERATED_BEGIN`, `GENERATED_END`); rewriting a card replaces
+only that section and merges the YAML metadata, so text and metadata keys that the user added are kept.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationScores
 
+GENERATED_BEGIN = "<!-- diffusers-edm: generated section, rewritten at every save; edit outside these markers -->"
+GENERATED_END = "<!-- diffusers-edm: end of generated section -->"
+
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
+
+""" + GENERATED_BEGIN + """
 
 # {{ model_name }}
 
@@ -51,8 +63,9 @@ also works once the package is installed.
 
 ## Training
 
-Trained for {{ kimg }} thousand images ({{ steps }} optimizer steps of {{ batch_size }} images) with EDM's loss
-(ln σ ~ N({{ p_mean }}, {{ p_std }}²), λ(σ) = (σ² + σ_data²)/(σ σ_data)², σ_data = {{ sigma_data }}),
+{% if base_model %}Fine-tuned from `{{ base_model }}`.
+{% endif %}Trained for {{ kimg }} thousand images ({{ steps }} optimizer steps of {{ batch_size }} images) with
+{{ loss_description }},
 {% if augment_p > 0 %}non-leaky augmentation (p = {{ augment_p }}, the network is conditioned on the augment labels,
 zero at sampling){% else %}no augmentation{% endif %}, Adam (lr {{ learning_rate }}, ramp-up {{ lr_rampup_kimg }} kimg)
 and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.
@@ -61,14 +74,64 @@ and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.
 |---|---|
 {% for key, value in config %}| `{{ key }}` | `{{ value }}` |
 {% endfor %}
+""" + GENERATED_END + """
 """
 
 SECRET_KEYS = frozenset({"hub_token"})
+HIDDEN_KEYS = SECRET_KEYS | {"hub_token_file"}
+"""Settings never shown in the card."""
+PATH_KEYS = frozenset({"output_dir", "train_data_dir", "model_config", "cache_dir", "resume_from_checkpoint",
+                       "eval_ref", "eval_detector", "eval_detector_path", "logging_dir", "decoded_cache_dir"})
+"""Settings holding local paths, shown by their file or folder name only."""
+TAGS = ["edm", "diffusers_edm", "diffusers", "diffusers-training", "unconditional-image-generation"]
+
+_SECTION = re.compile(re.escape(GENERATED_BEGIN.split(",")[0]) + r".*?-->.*?" + re.escape(GENERATED_END), re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
+_ABSOLUTE_PATH = re.compile(r"(?<!\S)(?:~|[A-Za-z]:)?[\\/]\S*")
+_LEGACY_SIGNATURE = "trained with diffusers-edm on"  # cards written before the markers existed
 
 
 def training_config_rows(config: dict) -> list[tuple[str, str]]:
-    """The training settings shown in the card, without secrets."""
-    return [(key, str(value)) for key, value in sorted(config.items()) if key not in SECRET_KEYS]
+    """The training settings shown in the card: without secrets, local paths reduced to their file or folder name."""
+    return [(key, _public_value(key, value)) for key, value in sorted(config.items()) if key not in HIDDEN_KEYS]
+
+
+def _public_value(key: str, value: object) -> str:
+    """A setting as shown in the card: paths by their file or folder name, URLs and everything else as they are."""
+    if not isinstance(value, str) or "://" in value:
+        return str(value)
+    hub_or_path = key in ("dataset_name", "pretrained_model_name_or_path")
+    if key in PATH_KEYS or _is_absolute(value) or (hub_or_path and _is_local_path(value)):
+        return _file_name(value)
+    return value
+
+
+def _is_absolute(value: str) -> bool:
+    """Whether `value` is an absolute, home-relative (~) or Windows drive path."""
+    return value.startswith("~") or os.path.isabs(value) or re.match(r"[A-Za-z]:[\\/]", value) is not None
+
+
+def _is_local_path(value: str) -> bool:
+    """Whether a --dataset_name is a local path rather than a Hub id ("name" or "owner/name")."""
+    return _is_absolute(value) or value.startswith(".") or "\\" in value or value.count("/") > 1 or \
+        os.path.exists(value)
+
+
+def _file_name(value: str) -> str:
+    """The last component of a POSIX or Windows path ("" stays "")."""
+    parts = re.split(r"[\\/]", value.rstrip("\\/"))
+    return parts[-1] or value
+
+
+def strip_local_paths(text: str) -> str:
+    """`text` with every absolute or home-relative path replaced by its file or folder name."""
+
+    def name(match: re.Match) -> str:
+        token = match.group(0)
+        core = token.rstrip(").,;:")
+        return _file_name(core) + token[len(core):]
+
+    return _ABSOLUTE_PATH.sub(name, text)
 
 
 def write_model_card(
@@ -86,20 +149,30 @@ def write_model_card(
     batch_size: int,
     grid_path: str | None,
     evaluation: EvaluationScores | None = None,
+    loss_description: str,
+    base_model: str | None = None,
 ) -> Path:
-    """Writes README.md with YAML metadata (library diffusers, unconditional-image-generation, tags edm and
-    diffusers_edm; with `evaluation`, a model-index of the latest and best score), the training configuration, the
-    latest sample grid, the evaluation and a usage snippet."""
+    """Writes README.md with YAML metadata (library diffusers, unconditional-image-generation, tags edm,
+    diffusers_edm and diffusers-training; with `evaluation`, a model-index of the latest and best score), the training
+    configuration, the latest sample grid, the evaluation and a usage snippet. `loss_description` states the training
+    loss; `base_model` is the fine-tuned model (a Hub id becomes the `base_model` metadata). An existing README.md
+    keeps its text outside the generated section and its own metadata keys (see `merge_model_card`). No local path
+    is shown."""
+    hub_base_model = base_model if base_model is not None and not _is_local_path(base_model) else None
+    if hub_dataset is not None and _is_local_path(hub_dataset):
+        dataset_description = f"{dataset_description} ({_file_name(hub_dataset)})"
+        hub_dataset = None
+    dataset_description = strip_local_paths(dataset_description)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         license=config.get("license", "apache-2.0"),
-        tags=["edm", "diffusers_edm", "diffusers", "unconditional-image-generation"]
-        + (["class-conditional"] if num_classes else []),
+        tags=TAGS + (["class-conditional"] if num_classes else []),
         datasets=[hub_dataset] if hub_dataset else None,
         eval_results=_eval_results(evaluation, dataset_description, hub_dataset) if evaluation else None,
         model_name=model_name if evaluation else None,
+        base_model=hub_base_model,
     )
     card = ModelCard.from_template(
         card_data,
@@ -119,12 +192,81 @@ def write_model_card(
         evaluation=evaluation,
         reference=_short_name(evaluation.reference) if evaluation else None,
         detector=_short_name(evaluation.detector) if evaluation else None,
-        **{key: config[key] for key in ("p_mean", "p_std", "sigma_data", "augment_p", "learning_rate",
-                                        "lr_rampup_kimg", "ema_halflife_kimg")},
+        loss_description=loss_description,
+        base_model=hub_base_model or (_file_name(base_model) if base_model else None),
+        **{key: config[key] for key in ("augment_p", "learning_rate", "lr_rampup_kimg", "ema_halflife_kimg")},
     )
     path = Path(output_dir) / "README.md"
-    card.save(path)
+    text = merge_model_card(_read_text(path), card.content)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "w", encoding="utf-8", newline="") as file:
+        file.write(text)
+    os.replace(partial, path)
     return path
+
+
+def merge_model_card(existing: str | None, generated: str) -> str:
+    """The card `generated` merged into the `existing` README text.
+
+    The YAML metadata is merged (the user's keys are kept, the generated ones updated, `tags` united) and the
+    generated section replaces the one between the markers of `existing`; text outside the markers is kept. A
+    README without markers keeps its text after the generated section, unless it is a card of an earlier version
+    of diffusers-edm, which is replaced.
+    """
+    if not existing or not existing.strip():
+        return generated
+    old_metadata, old_body = split_front_matter(existing)
+    new_metadata, new_body = split_front_matter(generated)
+    section = _SECTION.search(new_body)
+    if section is None:
+        raise ValueError("The generated model card lacks its section markers.")
+    if _SECTION.search(old_body):
+        body = _SECTION.sub(lambda _: section.group(0), old_body, count=1)
+    elif _LEGACY_SIGNATURE in old_body or not old_body.strip():
+        body = new_body
+    else:
+        body = new_body.rstrip("\n") + "\n\n" + old_body.lstrip("\n")
+    return _join_front_matter(_merge_metadata(old_metadata, new_metadata), body)
+
+
+def split_front_matter(text: str) -> tuple[dict, str]:
+    """The YAML metadata (empty when absent or invalid) and the Markdown body of a README."""
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        return {}, text
+    try:
+        metadata = yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        metadata = None
+    return (metadata if isinstance(metadata, dict) else {}), text[match.end():]
+
+
+def _merge_metadata(existing: dict, generated: dict) -> dict:
+    """The existing metadata updated with the generated keys, tags united (existing first)."""
+    merged = dict(existing)
+    merged.update(generated)
+    old_tags = existing.get("tags")
+    old_tags = [old_tags] if isinstance(old_tags, str) else old_tags
+    if isinstance(old_tags, list):
+        merged["tags"] = list(dict.fromkeys([*old_tags, *generated.get("tags", [])]))
+    return merged
+
+
+def _join_front_matter(metadata: dict, body: str) -> str:
+    """A README from its metadata (as a YAML front matter block) and body."""
+    if not metadata:
+        return body
+    dumped = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    return f"---\n{dumped}---\n{body}"
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of `path`, or None when it is absent or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _eval_results(scores: EvaluationScores, dataset_description: str, hub_dataset: str | None) -> list[EvalResult]:

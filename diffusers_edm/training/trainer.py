@@ -12,21 +12,25 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.logging import get_logger
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from ..models.unet_edm import EDMPreconditionedUNet2DModel
+from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
 from ..pipelines.pipeline_edm import EDMPipeline
+from ..preconditioning import EDM_SIGMA_DATA
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from ..write_errors import OUT_OF_SPACE, WRITE_ERRORS, write_error_reason
-from .args import NATIVE_ARCHITECTURES, Interval, TrainingError
+from .args import Interval, TrainingError, resolve_batch_sizes
 from .augment import AugmentPipe
 from .checkpoint import (
     TrainingState,
@@ -40,10 +44,18 @@ from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
-from .loss import EDMLoss
+from .loss import loss_for_model
 from .model_card import SECRET_KEYS, write_model_card
+from .model_config import count_parameters, edm_augment_dim, native_model_config, unet2d_model_config
+from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval
+from .presets import get_preset
+from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config, transfer_weights
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logs once, on the main process
+
+DATA_PREPARATION_TIMEOUT = timedelta(hours=6)
+"""How long processes wait for each other (NCCL/gloo timeout): enough for the first run's one-time decoding of an
+ImageNet-sized dataset."""
 
 SIGMA_BUCKETS = (0.0, 0.05, 0.2, 0.8, 3.0, math.inf)
 """Edges of the σ ranges whose losses are logged separately (the training σ has its median at 0.3)."""
@@ -96,57 +108,108 @@ class StreamBatchSampler(torch.utils.data.Sampler):
             batch_index += 1
 
 
-def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int) -> EDMPreconditionedUNet2DModel:
-    """The denoiser for the dataset: from --model_config, or the --arch backbone from the architecture flags."""
+def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
+                     pretrained: PretrainedDenoiser | None = None) -> dict:
+    """The configuration of the run's denoiser: the pretrained model's architecture with the data's label and augment
+    inputs (fine-tuning), --model_config, or the --arch backbone built from the architecture flags. With the first
+    two, σ_data and the preconditioning are the model's own: a --sigma_data or --precond that differs is an error."""
+    if pretrained is not None:
+        config = transfer_model_config(pretrained.config, num_class_labels=dataset.num_classes,
+                                       augment_dim=augment_dim, sample_size=dataset.resolution,
+                                       in_channels=dataset.num_channels, label_dropout=args.label_dropout)
+        check_model_settings(config, args, f"the pretrained model {args.pretrained_model_name_or_path}")
+        return config
     if args.model_config:
-        config = EDMPreconditionedUNet2DModel.load_config(args.model_config)
-        model = EDMPreconditionedUNet2DModel.from_config(config)
+        config = {k: v for k, v in EDMPreconditionedUNet2DModel.load_config(args.model_config).items()
+                  if not k.startswith("_")}
         expected = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
                         num_class_labels=dataset.num_classes, augment_dim=augment_dim)
-        mismatched = {k: (model.config[k], v) for k, v in expected.items() if model.config[k] != v}
+        mismatched = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
         if mismatched:
             raise TrainingError(f"--model_config disagrees with the data/augmentation (config, needed): {mismatched}.")
-        return model
-    channels = [args.model_channels * m for m in args.channel_mult]
-    resolutions = [dataset.resolution >> level for level in range(len(channels))]
-    factor = 2 ** (len(channels) - 1)
+        check_model_settings(config, args, f"--model_config {args.model_config}")
+        return config
+    levels = len(args.channel_mult)
+    factor = 2 ** (levels - 1)
     if dataset.resolution % factor:
         lower, upper = dataset.resolution // factor * factor, (dataset.resolution // factor + 1) * factor
         raise TrainingError(
             f"--resolution {dataset.resolution} does not fit --channel_mult {','.join(map(str, args.channel_mult))}: "
-            f"its {len(channels)} levels halve the image {len(channels) - 1} time(s), so the resolution must be "
-            f"divisible by 2^{len(channels) - 1} = {factor}; pass e.g. --resolution "
-            f"{f'{lower} or {upper}' if lower >= 4 else upper}, or fewer --channel_mult levels.")
+            f"its {levels} levels halve the image {levels - 1} time(s), so the resolution must be divisible by "
+            f"2^{levels - 1} = {factor}; pass e.g. --resolution {f'{lower} or {upper}' if lower >= 4 else upper}, "
+            f"or fewer --channel_mult levels.")
     if args.label_dropout and not dataset.num_classes:
         raise TrainingError(f"--label_dropout {args.label_dropout} needs class labels, but the data is unconditional;"
                             " drop the flag or pass labelled data.")
-    common = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
-                  out_channels=dataset.num_channels, sigma_data=args.sigma_data,
-                  num_class_labels=dataset.num_classes, augment_dim=augment_dim)
-    if args.arch != "unet_2d":
-        backbone_config = dict(model_channels=args.model_channels, channel_mult=list(args.channel_mult),
-                               num_blocks=args.layers_per_block, attn_resolutions=list(args.attn_resolutions),
-                               dropout=args.dropout, **NATIVE_ARCHITECTURES[args.arch][1])
-        if args.label_dropout:  # the official networks' own label dropout
-            backbone_config["label_dropout"] = args.label_dropout
-        return EDMPreconditionedUNet2DModel(backbone_type=NATIVE_ARCHITECTURES[args.arch][0],
-                                            backbone_config=backbone_config, **common)
-    attention = [res in args.attn_resolutions for res in resolutions]
-    groups = 32
-    while groups > 1 and any(c % groups or c // groups < 4 for c in channels):
-        groups //= 2
-    head_dim = math.gcd(*channels, 32)
-    return EDMPreconditionedUNet2DModel(
-        block_out_channels=channels,
-        down_block_types=["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
-        up_block_types=["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
-        layers_per_block=args.layers_per_block,
-        norm_num_groups=groups,
-        attention_head_dim=head_dim,
-        dropout=args.dropout,
-        label_dropout=args.label_dropout,
-        **common,
+    precond = args.precond or "edm"
+    if args.sigma_data is not None and precond != "edm":
+        raise TrainingError(f"--sigma_data belongs to the EDM preconditioning; --precond {precond} has none, drop it.")
+    network = dict(model_channels=args.model_channels, channel_mult=args.channel_mult,
+                   layers_per_block=args.layers_per_block, attn_resolutions=args.attn_resolutions,
+                   dropout=args.dropout, resolution=dataset.resolution, channels=dataset.num_channels,
+                   num_classes=dataset.num_classes, augment_dim=augment_dim, precond=precond,
+                   sigma_data=args.sigma_data if args.sigma_data is not None else EDM_SIGMA_DATA,
+                   label_dropout=args.label_dropout)
+    if args.arch == "unet_2d":
+        return unet2d_model_config(**network)
+    return native_model_config(args.arch, **network)
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The data settings of the command line."""
+    return DataConfig(
+        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
+        resolution=args.resolution, center_crop=args.center_crop, random_flip=args.random_flip,
+        max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
+        cache_dir=args.cache_dir, in_memory=args.data_in_memory, decoded_cache_dir=args.decoded_cache_dir,
+        num_workers=args.dataloader_num_workers,
     )
+
+
+def load_pretrained(args: argparse.Namespace, weights: bool = True) -> PretrainedDenoiser | None:
+    """The model of --pretrained_model_name_or_path (None without it)."""
+    if args.pretrained_model_name_or_path is None:
+        return None
+    token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+    return load_pretrained_denoiser(args.pretrained_model_name_or_path, weights=weights, cache_dir=args.cache_dir,
+                                    token=token)
+
+
+def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
+                pretrained: PretrainedDenoiser | None = None) -> EDMPreconditionedUNet2DModel:
+    """The run's denoiser, freshly initialised, from [`run_model_config`]."""
+    return EDMPreconditionedUNet2DModel.from_config(run_model_config(args, dataset, augment_dim, pretrained))
+
+
+def check_model_settings(config: dict, args: argparse.Namespace, source: str) -> None:
+    """A TrainingError when --precond or --sigma_data disagree with the preconditioning of the model `config` (from
+    `source`), naming both values."""
+    name = config.get("preconditioning", "edm")
+    if args.precond is not None and args.precond != name:
+        raise TrainingError(f"--precond {args.precond} disagrees with {source}, which uses the {name!r} "
+                            f"preconditioning; drop --precond (the model's is used).")
+    precond = preconditioning_of(name, config.get("preconditioning_config"),
+                                 config.get("sigma_data", EDM_SIGMA_DATA))
+    own = getattr(precond, "sigma_data", None)
+    if args.sigma_data is not None and args.sigma_data != own:
+        has = f"σ_data {own:g}" if own is not None else f"no σ_data (its preconditioning is {name!r})"
+        raise TrainingError(f"--sigma_data {args.sigma_data:g} disagrees with {source}, which has {has}; drop "
+                            f"--sigma_data (the model's is used).")
+
+
+def trackers(report_to: str | None) -> str | None:
+    """accelerate's `log_with` for --report_to: None (default) takes TensorBoard when it is installed; a named tracker
+    that is not installed is a TrainingError saying what to install."""
+    if report_to is None:
+        return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else None
+    if report_to == "none":
+        return None
+    for name in ("tensorboard", "wandb"):
+        if report_to == name and importlib.util.find_spec(name) is None:
+            raise TrainingError(f"--report_to {name}: the {name} package is not installed; `pip install {name}` or "
+                                f"pass --report_to none.")
+    return report_to
 
 
 def public_config(args: argparse.Namespace) -> dict:
@@ -167,20 +230,19 @@ class EDMTrainer:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        log_with = None
-        if args.report_to == "tensorboard":
-            if importlib.util.find_spec("tensorboard") is not None:
-                log_with = "tensorboard"
-            else:
-                logger.info("tensorboard is not installed; logging to the console and logs/log.jsonl only.")
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
-            log_with=log_with,
+            log_with=trackers(args.report_to),
             project_config=ProjectConfiguration(project_dir=args.output_dir,
                                                 logging_dir=os.path.join(args.output_dir, "logs")),
             dynamo_backend="inductor" if args.torch_compile else None,
+            # Processes wait at a barrier while the first one decodes a large dataset (once).
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=DATA_PREPARATION_TIMEOUT)],
         )
+        if not self.accelerator.is_main_process:  # the package's messages (data, checkpoints, Hub) print once
+            logging.getLogger(__package__.split(".")[0]).setLevel(logging.WARNING)
+        resolve_batch_sizes(args, self.accelerator.num_processes)
+        self.accelerator.gradient_accumulation_steps = args.gradient_accumulation_steps
         if args.hub_token is not None and self.accelerator.is_main_process:
             logger.warning(COMMAND_LINE_TOKEN_WARNING)
         if self.accelerator.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
@@ -190,30 +252,41 @@ class EDMTrainer:
                 "`accelerate config` or accelerate launch --mixed_precision fp16).")
         self._prepare_output_dir()
         set_seed(args.seed, device_specific=True)
-        self.dataset = build_dataset(DataConfig(
-            dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
-            resolution=args.resolution, center_crop=args.center_crop, random_flip=args.random_flip,
-            max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
-            cache_dir=args.cache_dir,
-        ))
+        # The first process of each node decodes the data into the cache; the others then reuse it.
+        with self.accelerator.local_main_process_first():
+            self.dataset = build_dataset(data_config(args))
         self.augment_pipe = (AugmentPipe.edm_default(args.augment_p, colors=args.augment_colors)
                              if args.augment_p > 0 else None)
-        augment_dim = self.augment_pipe.label_dim if self.augment_pipe is not None else 0
-        model = build_model(args, self.dataset, augment_dim)
+        augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
+        pretrained = load_pretrained(args)
+        model = build_model(args, self.dataset, augment_dim, pretrained)
+        if pretrained is not None:
+            logger.info("Fine-tuning %s: %s", args.pretrained_model_name_or_path,
+                        transfer_weights(pretrained.state_dict, model).summary())
+        if args.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.ema = EDMEma(model, args.ema_halflife_kimg, args.ema_rampup_ratio or None)
+        # Fine-tuning averages from the start, without the EMA ramp-up (EDM's --transfer).
+        self.ema = EDMEma(model, args.ema_halflife_kimg, None if pretrained else args.ema_rampup_ratio or None)
+        self.loss_fn = loss_for_model(model, args.p_mean, args.p_std)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate,
                                      betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema.model.to(self.accelerator.device)
+        self._phema_saved_nimg: int | None = None
         self.progress = TrainingProgress()
-        self.loss_fn = EDMLoss(args.p_mean, args.p_std, args.sigma_data)
         self.global_batch = args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps
         self.total_steps = math.ceil(args.duration_kimg * 1000 / self.global_batch)
         if args.max_train_steps is not None:
             self.total_steps = min(self.total_steps, args.max_train_steps)
+        self.phema = None
+        if args.phema_stds:
+            try:
+                check_snapshot_interval(args.phema_every, self.global_batch)
+            except ValueError as error:
+                raise TrainingError(str(error)) from None
+            self.phema = PowerFunctionEMA(self.accelerator.unwrap_model(self.model), args.phema_stds)
         self._sampled_step = self._checkpointed_step = None
         self._diverged_at: int | None = None  # the first step of the current run of non-finite losses
         self.evaluator = (TrainingEvaluator(args, self.dataset, self.accelerator, self._append_log)
@@ -242,6 +315,14 @@ class EDMTrainer:
     # --- the loop ------------------------------------------------------------------------------------------------
 
     def train(self) -> None:
+        """Runs the loop to the end, then waits for the last Hub upload (also when the run fails)."""
+        try:
+            self._run()
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
+
+    def _run(self) -> None:
         args, accelerator = self.args, self.accelerator
         if accelerator.trackers:
             accelerator.init_trackers("edm", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
@@ -262,6 +343,8 @@ class EDMTrainer:
                                              accelerator.num_processes, args.seed,
                                              start_batch=self.progress.step * args.gradient_accumulation_steps),
             num_workers=args.dataloader_num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            prefetch_factor=4 if args.dataloader_num_workers else None,
             # Its own generator: creating the iterator must not consume the global RNG (exact resume).
             generator=torch.Generator().manual_seed(args.seed),
         ))
@@ -292,6 +375,8 @@ class EDMTrainer:
                 if self.evaluator is not None and (args.eval_every.due(step, cur_nimg, prev_nimg)
                                                    or step == self.total_steps):
                     self._evaluate()
+                if self.phema is not None and args.phema_every.due(step, cur_nimg, prev_nimg):
+                    self._save_phema_snapshots()
                 if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
                     if self._diverged_at is None:
                         self._save()
@@ -314,10 +399,10 @@ class EDMTrainer:
         losses, sigmas = [], []
         for _ in range(args.gradient_accumulation_steps):
             images, labels = next(batches)
-            images = images.to(accelerator.device)
+            images = images.to(accelerator.device, non_blocking=True)
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(accelerator.device) if self.dataset.num_classes else None
+            labels = labels.to(accelerator.device, non_blocking=True) if self.dataset.num_classes else None
             with accelerator.accumulate(self.model):
                 loss, sigma = self.loss_fn(self._denoise, images, labels, self.augment_pipe)
                 # EDM's objective: sum over pixels, mean over images (accelerate divides by the accumulation steps).
@@ -332,6 +417,9 @@ class EDMTrainer:
             losses.append(loss.detach().float().mean(dim=(1, 2, 3)))
             sigmas.append(sigma.detach().float().flatten())
         self.ema.update(accelerator.unwrap_model(self.model), self.progress.cur_nimg, self.global_batch)
+        if self.phema is not None:  # Eq. 127 counts the images after the step
+            self.phema.update(accelerator.unwrap_model(self.model), self.progress.cur_nimg + self.global_batch,
+                              self.global_batch)
         return (accelerator.gather(torch.cat(losses)), accelerator.gather(torch.cat(sigmas)), self.global_batch)
 
     def _denoise(self, x, sigma, class_labels, augment_labels):
@@ -349,7 +437,8 @@ class EDMTrainer:
 
     def _state(self) -> TrainingState:
         return TrainingState(model=self.accelerator.unwrap_model(self.model), ema=self.ema, optimizer=self.optimizer,
-                             scaler=self.accelerator.scaler, progress=self.progress, config=public_config(self.args))
+                             scaler=self.accelerator.scaler, progress=self.progress, config=public_config(self.args),
+                             phema=self.phema)
 
     def _maybe_resume(self) -> None:
         args = self.args
@@ -392,7 +481,8 @@ class EDMTrainer:
             f"training diverged and stops without saving. {where}.")
 
     def _pipeline(self) -> EDMPipeline:
-        pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=self.args.sigma_data))
+        sigma_data = getattr(self.ema.model.precond, "sigma_data", EDM_SIGMA_DATA)  # used for raw networks only
+        pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=sigma_data))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -417,14 +507,28 @@ class EDMTrainer:
             if tracker.name == "tensorboard":
                 array = torch.from_numpy(np.asarray(grid.convert("RGB"))).permute(2, 0, 1)
                 tracker.writer.add_image("samples", array, self.progress.step)
+            elif tracker.name == "wandb":
+                tracker.log_images({"samples": [grid]}, step=self.progress.step)
 
     def _evaluate(self) -> None:
         """Scores the EMA pipeline (all processes) and keeps the latest and best values in the progress state."""
         self.progress.scores = self.evaluator.evaluate(self._pipeline(), self.progress.step, self.progress.cur_nimg,
                                                        self.progress.scores)
 
+    def _save_phema_snapshots(self) -> None:
+        """Writes output_dir/phema/network-snapshot-<kimg>-<σ_rel>.safetensors for every tracked σ_rel (once per
+        image count)."""
+        if self._phema_saved_nimg == self.progress.cur_nimg:
+            return
+        self._phema_saved_nimg = self.progress.cur_nimg
+        if self.accelerator.is_main_process:
+            self.phema.save_snapshots(self.accelerator.unwrap_model(self.model),
+                                      Path(self.args.output_dir) / SNAPSHOT_FOLDER, self.progress.cur_nimg)
+
     def _save(self, final: bool = False) -> None:
         """Checkpoints (atomically) and rewrites the pipeline folder and model card; uploads them when asked."""
+        if final and self.phema is not None:
+            self._save_phema_snapshots()
         self._checkpoint()
         if not self.accelerator.is_main_process:
             return
@@ -438,7 +542,8 @@ class EDMTrainer:
             resolution=self.dataset.resolution, channels=self.dataset.num_channels,
             num_classes=self.dataset.num_classes, steps=self.progress.step, kimg=self.progress.cur_nimg / 1000,
             batch_size=self.global_batch, grid_path=grid.name if grid.exists() else None,
-            evaluation=self.progress.scores,
+            evaluation=self.progress.scores, loss_description=self.loss_fn.description,
+            base_model=args.pretrained_model_name_or_path,
         )
         logger.info("Saved the EMA pipeline and model card to %s at step %d.", args.output_dir, self.progress.step)
         if self.publisher is not None:
@@ -494,6 +599,48 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What the model's configuration needs to know about the data."""
+
+    resolution: int
+    num_channels: int
+    num_classes: int
+    source_description: str
+
+
+def dry_run(args: argparse.Namespace) -> dict:
+    """--dry_run: the resolved settings, the model's configuration and parameter count, and the length of the run,
+    printed and returned; nothing is written and no weights are allocated. Without data flags and with a --preset,
+    the preset's own dataset shape stands in for the data."""
+    num_processes = Accelerator().num_processes  # (PartialState() alone misses accelerate's multi-CPU launches)
+    resolve_batch_sizes(args, num_processes)
+    if args.preset is not None and args.dataset_name is None and args.train_data_dir is None:
+        preset = get_preset(args.preset)
+        conditional = args.conditional is not False
+        data = DataShape(args.resolution or preset.resolution, preset.channels,
+                         preset.num_classes if conditional else 0, f"the shape of {preset.dataset} (no data given)")
+    else:
+        data = build_dataset(data_config(args))
+    augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
+    config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False))
+    global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
+    steps = math.ceil(args.duration_kimg * 1000 / global_batch)
+    if args.max_train_steps is not None:
+        steps = min(steps, args.max_train_steps)
+    summary = {
+        "settings": public_config(args), "data": data.source_description,
+        "image_shape": [data.num_channels, data.resolution, data.resolution], "num_classes": data.num_classes,
+        "model": config, "parameters": count_parameters(config), "processes": num_processes,
+        "images_per_step": global_batch, "steps": steps, "images": steps * global_batch,
+    }
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=1, default=str))
+        print(f"{summary['parameters']:,} parameters; {steps:,} steps of {global_batch} images = "
+              f"{steps * global_batch / 1e6:g} Mimg.")
+    return summary
+
+
 def train(args: argparse.Namespace) -> None:
     """Runs `train_edm.py` with parsed arguments. A mistake the user can fix (settings, data, checkpoints, a full or
     read-only disk) ends the run with one line and exit status 2; anything else keeps its traceback."""
@@ -501,7 +648,10 @@ def train(args: argparse.Namespace) -> None:
     for noisy in ("accelerate", "diffusers", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        EDMTrainer(args).train()
+        if args.dry_run:
+            dry_run(args)
+        else:
+            EDMTrainer(args).train()
     except (TrainingError, DatasetError) as error:
         _exit_with_error(str(error), every_process=False)  # raised alike on every process: reported once
     except OSError as error:

@@ -62,17 +62,18 @@ class DigitsScorer:
                                        batch_size=500, description="reference")
         self.reference = reference.mean_and_covariance()
 
-    def __call__(self, pipe: EDMPipeline, **call_kwargs) -> dict:
-        """Samples seeds 0-999 with `pipe(**call_kwargs)` and scores them."""
+    def __call__(self, pipe: EDMPipeline, first_seed: int = 0, **call_kwargs) -> dict:
+        """Samples seeds first_seed … first_seed + 999 with `pipe(**call_kwargs)` and scores them."""
         start = time.perf_counter()
         images, labels = [], []
-        for first in range(0, NUM_SAMPLES, 250):
+        for first in range(first_seed, first_seed + NUM_SAMPLES, 250):
             seeds = list(range(first, first + 250))
             classes = [seed % 10 for seed in seeds]  # 100 per class
             sample = pipe(seeds=seeds, class_labels=classes, output_type="latent", **call_kwargs).images
             images.append(quantize_edm_images(sample))
             labels += classes
         pixels = torch.cat(images)
+        self.last_pixels = pixels  # the 8-bit samples of this call, for comparisons between configurations
         statistics = compute_statistics(lambda idx: pixels[idx.start:idx.stop], len(pixels), self.detector,
                                         batch_size=500, description="samples")
         with torch.no_grad():

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from diffusers_edm.acceleration import measure_compilation
 from diffusers_edm.evaluation.detectors import DETECTOR_NAMES, load_detector
 from diffusers_edm.evaluation.errors import EvaluationError, first_line
 from diffusers_edm.evaluation.features import compute_statistics
@@ -140,15 +141,18 @@ def run_calc(args: argparse.Namespace) -> dict[str, Any]:
     score = _image_scorer(args, state, detector, mu_ref, sigma_ref)
     start = time.perf_counter()
     values, sets = [], []
-    for label, num_images, statistics_of in score:
-        mu, sigma = statistics_of().mean_and_covariance()
-        values.append(frechet_distance(mu, sigma, mu_ref, sigma_ref, method=args.fd_method))
-        sets.append(label)
-        if state.is_main_process and (args.repeats > 1 or args.model is None):
-            print(f"{label}: {detector.metric} = {values[-1]:g}")
+    with measure_compilation() as compilation:  # the model's compile time (generation shares the fast paths)
+        for label, num_images, statistics_of in score:
+            mu, sigma = statistics_of().mean_and_covariance()
+            values.append(frechet_distance(mu, sigma, mu_ref, sigma_ref, method=args.fd_method))
+            sets.append(label)
+            if state.is_main_process and (args.repeats > 1 or args.model is None):
+                print(f"{label}: {detector.metric} = {values[-1]:g}")
     result = {"metric": detector.metric, "value": min(values), "num_images": num_images, "values": values,
               "detector": detector.name, "ref": str(args.ref), "sets": sets,
               "seconds": round(time.perf_counter() - start, 1)}
+    if args.model is not None:
+        result["compile_seconds"] = round(compilation.seconds, 1)
     if state.is_main_process:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +168,10 @@ def _image_scorer(args, state, detector, mu_ref, sigma_ref):
         if args.seeds is not None or args.repeats != 1 or args.preset is not None:
             raise EvaluationError("--seeds, --repeats and --preset apply to --model; with --images use --num and"
                                   " --seed.")
+        fast_flags = (args.dtype, args.channels_last, args.compile, args.cuda_graphs)
+        if args.fast or args.exact or any(flag is not None for flag in fast_flags):
+            raise EvaluationError("--fast, --exact, --dtype, --channels_last, --compile and --cuda_graphs apply to"
+                                  " --model (the sampler); with --images nothing is generated.")
         files = ImageFiles(args.images)
         names = files.subset(args.num or DEFAULT_NUM_IMAGES, args.seed)
         shape = tuple(files.read(names[0]).shape)
@@ -179,6 +187,8 @@ def _image_scorer(args, state, detector, mu_ref, sigma_ref):
         setup = load_sampling_pipeline(args, state, state.device)
     except (ValueError, OSError) as error:  # bad sampler flags, or not a pipeline folder / Hub id
         raise EvaluationError(f"--model {args.model}: {first_line(error)}") from error
+    if state.is_main_process:
+        print(setup.describe_fast_path() + ".")
     span = max(seeds) - min(seeds) + 1
     for repeat in range(args.repeats):
         shifted = [seed + repeat * span for seed in seeds]

@@ -37,6 +37,16 @@ checkpoint converter):
 * Step count N: `--steps`, else the preset's, else `num_inference_steps` from the model's `sampler_settings.json`
   (written by `diffusers_edm.convert_edm_checkpoint`), else 18 (the official default).
 
+Fast paths (the same flags in `python -m diffusers_edm.fid calc --model`; see `diffusers_edm.acceleration`): by
+default, on CUDA, TF32, channels_last weights and SDPA attention (eager; images equivalent, last bits differ); on
+other devices the exact eager float32 sampler, bit for bit the official one. `--fast` adds `torch.compile`, and CUDA
+graphs on CUDA. `--exact` gives the official numerics on every device. `--dtype bf16|fp16` (reduced-precision
+networks; the preconditioning stays in float32 and the sampler state in float64) is never implied. `--dtype`, `--channels_last`, `--compile`, `--cuda_graphs`
+override single settings. Compiled graphs have static shapes: every batch size compiles (and with CUDA graphs
+records) its own, so runs whose seed count is a multiple of `--batch` x processes compile once; the first batch's
+time, which includes compilation, is reported. Seeds stay per image: an image depends on its seed and the settings,
+not on its batch.
+
 Output: `{seed:06d}.png` in `--outdir`, or with `--subdirs` in the subfolder `{seed - seed % 1000:06d}`; pixels are
 clip(127.5·x + 128, 0, 255) truncated to uint8 (the pipeline's "pil" output), mode "L" for one channel, else "RGB".
 
@@ -67,6 +77,14 @@ from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 # Absolute imports: the module also runs as a script (`accelerate launch diffusers_edm/generate.py`).
+from diffusers_edm.acceleration import (
+    COMPILE_MODES,
+    DTYPES,
+    FastSampling,
+    accelerate_pipeline,
+    measure_compilation,
+    resolve_fast_settings,
+)
 from diffusers_edm.models.unet_edm import EDMPreconditionedUNet2DModel
 from diffusers_edm.pipelines.pipeline_edm import EDMPipeline
 from diffusers_edm.sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, read_num_inference_steps
@@ -117,6 +135,9 @@ class GenerationSummary:
         scheduler_class (`str`): its class name.
         changed_settings (`dict`): the settings that differ from the model's saved scheduler config.
         seconds (`float`): wall-clock time of the generation on this process.
+        fast_path (`str`): the fast-path settings (see [`FastSampling.describe`]); "exact" for the eager float32 path.
+        first_batch_seconds (`float`): wall-clock time of this process's first batch (includes any compilation).
+        compile_seconds (`float`): time dynamo and its backend spent compiling on this process.
     """
 
     num_images: int
@@ -128,6 +149,9 @@ class GenerationSummary:
     scheduler_class: str = EDMHeunScheduler.__name__
     changed_settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    fast_path: str = "exact"
+    first_batch_seconds: float = 0.0
+    compile_seconds: float = 0.0
 
     def describe(self) -> str:
         """A short human-readable report."""
@@ -147,7 +171,8 @@ class GenerationSummary:
             f" solver={config['solver']}, sigma_min={sigma_min}, sigma_max={sigma_max},"
             f" rho={config['rho']}, S_churn={config['s_churn']}, S_tmin={config['s_tmin']}, S_tmax={s_tmax},"
             f" S_noise={config['s_noise']}.\n"
-            f"Changed from the model's saved scheduler config: {changed}."
+            f"Changed from the model's saved scheduler config: {changed}.\n"
+            f"{self.fast_path}; first batch {self.first_batch_seconds:.1f} s (compiling {self.compile_seconds:.1f} s)."
         )
 
 
@@ -443,6 +468,29 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                           help="noise schedule σ(t) (default with the ablation sampler: linear)")
     ablation.add_argument("--scaling", choices=SCALINGS, default=None,
                           help="signal scaling s(t) (default with the ablation sampler: none)")
+    fast = parser.add_argument_group(
+        "fast paths (default: TF32 and channels_last on CUDA, the exact eager float32 sampler elsewhere; see "
+        "diffusers_edm.acceleration)"
+    )
+    level = fast.add_mutually_exclusive_group()
+    level.add_argument("--fast", action="store_true",
+                       help="also torch.compile the networks, and run them as CUDA graphs on CUDA (images stay"
+                       " equivalent; worth the compile time for long runs). Never reduced precision")
+    level.add_argument("--exact", action="store_true",
+                       help="the official numerics on every device: strict float32 (no TF32), NCHW, EDM's own"
+                       " attention, eager (bit for bit the official sampler)")
+    fast.add_argument("--dtype", choices=list(DTYPES), default=None,
+                      help="network precision: fp32 (strict, TF32 off), tf32, bf16, fp16 (preconditioning stays"
+                      " float32, sampler state float64); tf32/fp32 set global torch flags (default: unchanged)")
+    fast.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+                      help="channels_last (NHWC) network weights (default: on on CUDA unless --exact)")
+    fast.add_argument("--compile", choices=["none", *COMPILE_MODES], default=None,
+                      help="torch.compile the networks with static shapes (default: 'default' with --fast, else none)")
+    fast.add_argument("--cuda_graphs", action=argparse.BooleanOptionalAction, default=None,
+                      help="run the networks as CUDA graphs (compile mode reduce-overhead; default: on with --fast"
+                      " on CUDA); use one batch size")
+    fast.add_argument("--compile_backend", default="inductor",
+                      help="torch.compile backend (default: inductor; 'eager' traces without code generation)")
 
 
 @dataclass
@@ -460,6 +508,13 @@ class SamplingSetup:
     num_inference_steps: int
     steps_source: str
     changed_settings: dict[str, Any]
+    fast_sampling: FastSampling | None = None
+    """The fast paths applied ([`apply_fast_paths`]); `None`: the exact path."""
+
+    def describe_fast_path(self) -> str:
+        """The fast-path settings in one line, "exact" without any."""
+        return "Fast path: none (exact eager float32 sampler)" if self.fast_sampling is None else (
+            self.fast_sampling.describe().rstrip("."))
 
 
 def check_model_folder(folder: str | os.PathLike) -> None:
@@ -550,8 +605,27 @@ def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device
     check_class_label(args.class_label, pipe.unet.config.num_class_labels)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    fast_sampling = apply_fast_paths(pipe, args, device)
     steps, steps_source = resolve_num_inference_steps(args, saved_steps)
-    return SamplingSetup(pipe, steps, steps_source, overrides)
+    return SamplingSetup(pipe, steps, steps_source, overrides, fast_sampling)
+
+
+def apply_fast_paths(pipe: EDMPipeline, args: argparse.Namespace, device: torch.device) -> FastSampling | None:
+    """
+    Applies the fast-path flags of [`add_sampler_arguments`] (`--fast`, `--dtype`, `--channels_last`, `--compile`,
+    `--cuda_graphs`, `--compile_backend`) to `pipe` with [`accelerate_pipeline`]; `None` when none is on (the exact
+    path).
+
+    Raises:
+        ValueError: a setting the device cannot run (e.g. `--cuda_graphs` off CUDA).
+    """
+    settings = resolve_fast_settings(
+        getattr(args, "fast", False), device, getattr(args, "dtype", None), getattr(args, "channels_last", None),
+        getattr(args, "compile", None), getattr(args, "cuda_graphs", None), exact=getattr(args, "exact", False),
+    )
+    if not any(settings.values()):
+        return None
+    return accelerate_pipeline(pipe, **settings, compile_backend=getattr(args, "compile_backend", "inductor"))
 
 
 def process_state(device: str | None = None) -> PartialState:
@@ -624,13 +698,18 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
 
     batches = rank_batches(args.seeds, args.batch, state.num_processes, state.process_index)
     start = time.perf_counter()
-    with tqdm(total=sum(map(len, batches)), unit="img", disable=not state.is_main_process,
-              desc=f"Generating (process 0 of {state.num_processes})") as progress:
-        for batch_seeds in batches:
+    first_batch_seconds = 0.0
+    with measure_compilation() as compilation, tqdm(
+        total=sum(map(len, batches)), unit="img", disable=not state.is_main_process,
+        desc=f"Generating (process 0 of {state.num_processes})",
+    ) as progress:
+        for index, batch_seeds in enumerate(batches):
             images = pipe(seeds=batch_seeds, class_labels=args.class_label, num_inference_steps=steps,
                           output_type="pil").images
             save_images(images, batch_seeds, args.outdir, args.subdirs)
             progress.update(len(batch_seeds))
+            if index == 0:  # "pil" images are on the host: the batch has finished
+                first_batch_seconds = time.perf_counter() - start
     state.wait_for_everyone()
 
     summary = GenerationSummary(
@@ -643,6 +722,9 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
         scheduler_class=type(pipe.scheduler).__name__,
         changed_settings=setup.changed_settings,
         seconds=time.perf_counter() - start,
+        fast_path=setup.describe_fast_path(),
+        first_batch_seconds=first_batch_seconds,
+        compile_seconds=compilation.seconds,
     )
     if state.is_main_process:
         print(summary.describe())

@@ -70,6 +70,7 @@ def test_two_processes_train_and_save_once(tmp_path):
     log = result.stdout + result.stderr
     assert "x 2 processes" in log
     assert log.count("Saved the EMA pipeline and model card") == 1
+    assert log.count("Training on ") == 1  # every message of the package prints once
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert len(list((out / "checkpoint-2").glob("random_states_*.safetensors"))) == 2
     EDMPipeline.from_pretrained(out)

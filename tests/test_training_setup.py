@@ -168,3 +168,33 @@ def test_gradient_checkpointing_trains_identically(tmp_path):
     for key in plain:
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(checkpointed_ema[key], plain_ema[key], rtol=1e-6, atol=1e-7)
+
+
+def test_fast_numerics_train_like_the_exact_ones(tmp_path):
+    """The default (fused Adam; TF32 on GPUs) against --exact_numerics (torch's default Adam, the official code's
+    backend settings): the same training to float tolerance."""
+    for name, extra in (("fast", []), ("exact", ["--exact_numerics"])):
+        trainer = EDMTrainer(make_args(tmp_path / name, "--max_train_steps", "4", "--checkpointing_steps", "0",
+                                       *extra))
+        assert trainer.optimizer.optimizer.defaults["fused"] is (None if extra else True)
+        trainer.train()
+    (fast, fast_ema), (exact, exact_ema) = (final_weights(tmp_path / n) for n in ("fast", "exact"))
+    for key in fast:
+        torch.testing.assert_close(fast[key], exact[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fast_ema[key], exact_ema[key], rtol=1e-5, atol=1e-6)
+
+
+def test_dry_run_with_data_reads_only_its_shape(tmp_path, capsys):
+    """With an image folder, the dry run takes the shape from the first image and the labels, and decodes nothing
+    else (no cache file)."""
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "images" / label / f"{i}.png")
+    summary = dry_run(parse_args(["--preset", "cifar10-cond-ddpmpp", "--train_data_dir", str(tmp_path / "images"),
+                                  "--decoded_cache_dir", str(tmp_path / "cache"), "--dry_run"]))
+    assert summary["image_shape"] == [3, 32, 32] and summary["num_classes"] == 2
+    assert summary["model"]["num_class_labels"] == 2 and summary["model"]["augment_dim"] == 9
+    assert not (tmp_path / "cache").exists()

@@ -13,6 +13,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .edm_layers import (
+    AttentionImplementationMixin,
     EDMConv2d,
     EDMGroupNorm,
     EDMLinear,
@@ -25,7 +26,7 @@ from .edm_layers import (
 )
 
 
-class DhariwalUNet2DModel(ModelMixin, ConfigMixin):
+class DhariwalUNet2DModel(AttentionImplementationMixin, ModelMixin, ConfigMixin):
     r"""
     The raw network F of EDM's ADM models (the "ablated diffusion model" U-Net of Dhariwal & Nichol 2021).
 
@@ -60,6 +61,8 @@ class DhariwalUNet2DModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # Regional compilation (`compile_repeated_blocks()`) compiles each residual block.
+    _repeated_blocks = ["UNetBlock"]
 
     @register_to_config
     def __init__(

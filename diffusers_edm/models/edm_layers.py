@@ -19,6 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 InitMode = Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+AttentionImplementation = Literal["auto", "official", "sdpa"]
+ATTENTION_IMPLEMENTATIONS = ("auto", "official", "sdpa")
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor.to(dtype)` without the call when the dtype already matches (the common float32 case)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def weight_init(shape: Sequence[int], mode: InitMode, fan_in: int, fan_out: int) -> torch.Tensor:
@@ -73,8 +81,10 @@ class EDMLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Matrix product and bias addition are separate ops (not F.linear) so that the rounding, and hence the float32
         # output on CPU, is bit-identical to the official implementation.
-        x = x @ self.weight.to(x.dtype).t()
-        return x if self.bias is None else x + self.bias.to(x.dtype)
+        dtype = x.dtype
+        x = x @ _cast(self.weight, dtype).t()
+        bias = self.bias
+        return x if bias is None else x + _cast(bias, dtype)
 
 
 class EDMConv2d(nn.Module):
@@ -139,42 +149,63 @@ class EDMConv2d(nn.Module):
         self.register_buffer("resample_filter", filter_2d if up or down else None)
         self.weight_pad = kernel // 2
         self.filter_pad = (len(resample_filter) - 1) // 2
-        # With the [1, 1] filter the resampling is exactly nearest-neighbour / 2x2 average pooling, which have faster
-        # dedicated kernels than depthwise (transposed) convolutions.
+        # With the [1, 1] filter the resampling is exactly nearest-neighbour repetition / 2x2 averaging. Upsampling
+        # then is a broadcast copy without autograd (exact, and faster than both a transposed convolution and
+        # F.interpolate), F.interpolate with autograd, and
+        # downsampling the official depthwise convolution with the 0.25 taps (faster than F.avg_pool2d on the CPU and
+        # bit-identical to it).
         self.box_filter = list(resample_filter) == [1, 1]
+        # The forward path, resolved once: "up"/"down" (resample, then convolve), "fused_up"/"fused_down", "plain".
+        if fused_resample and kernel and (up or down):
+            self._mode = "fused_up" if up else "fused_down"
+        else:
+            self._mode = "up" if up else "down" if down else "plain"
+        self._up_padding = max(self.filter_pad - self.weight_pad, 0) if self._mode == "fused_up" else self.filter_pad
+        self._conv_padding = {
+            "fused_down": self.weight_pad + self.filter_pad,
+            "fused_up": max(self.weight_pad - self.filter_pad, 0),
+        }.get(self._mode, self.weight_pad)
+
+    def _filter_kernel(self, x: torch.Tensor, gain: float) -> torch.Tensor:
+        """The depthwise kernel gain·f2 for x's channels, in x's dtype (gain is 4 for upsampling, a power of two, so
+        the product is exact)."""
+        kernel = self.resample_filter
+        if gain != 1:
+            kernel = kernel * gain
+        return _cast(kernel, x.dtype).expand(x.shape[1], -1, -1, -1)
 
     def _upsample(self, x: torch.Tensor, padding: int) -> torch.Tensor:
         if self.box_filter and padding == 0:
-            return F.interpolate(x, scale_factor=2, mode="nearest")
-        channels = x.shape[1]
-        kernel = (self.resample_filter * 4).to(x.dtype).expand(channels, -1, -1, -1)
-        return F.conv_transpose2d(x, kernel, groups=channels, stride=2, padding=padding)
+            if x.requires_grad and torch.is_grad_enabled():
+                # The broadcast copy's backward sums the four gradients in another order than the official
+                # transposed convolution's; F.interpolate's backward matches it bit for bit.
+                return F.interpolate(x, scale_factor=2, mode="nearest")
+            batch, channels, height, width = x.shape
+            repeated = x[:, :, :, None, :, None].expand(batch, channels, height, 2, width, 2)
+            return repeated.reshape(batch, channels, 2 * height, 2 * width)
+        return F.conv_transpose2d(x, self._filter_kernel(x, 4), groups=x.shape[1], stride=2, padding=padding)
 
     def _downsample(self, x: torch.Tensor, padding: int) -> torch.Tensor:
-        if self.box_filter and padding == 0:
-            return F.avg_pool2d(x, 2)
-        channels = x.shape[1]
-        kernel = self.resample_filter.to(x.dtype).expand(channels, -1, -1, -1)
-        return F.conv2d(x, kernel, groups=channels, stride=2, padding=padding)
+        return F.conv2d(x, self._filter_kernel(x, 1), groups=x.shape[1], stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.to(x.dtype)
-        if self.fused_resample and self.down and weight is not None:
-            x = F.conv2d(x, weight, padding=self.weight_pad + self.filter_pad)
-            x = self._downsample(x, padding=0)
-        elif self.fused_resample and self.up and weight is not None:
-            x = self._upsample(x, padding=max(self.filter_pad - self.weight_pad, 0))
-            x = F.conv2d(x, weight, padding=max(self.weight_pad - self.filter_pad, 0))
+        mode = self._mode
+        weight = self.weight
+        if weight is not None:
+            weight = _cast(weight, x.dtype)
+        if mode == "fused_down":
+            x = self._downsample(F.conv2d(x, weight, padding=self._conv_padding), padding=0)
         else:
-            if self.up:
-                x = self._upsample(x, padding=self.filter_pad)
-            elif self.down:
+            if mode == "up" or mode == "fused_up":
+                x = self._upsample(x, padding=self._up_padding)
+            elif mode == "down":
                 x = self._downsample(x, padding=self.filter_pad)
             if weight is not None:
-                x = F.conv2d(x, weight, padding=self.weight_pad)
+                x = F.conv2d(x, weight, padding=self._conv_padding)
         # The bias is added separately (as the official implementation does) to keep float32 outputs bit-identical.
-        if self.bias is not None:
-            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        bias = self.bias
+        if bias is not None:
+            x = x + _cast(bias, x.dtype).reshape(1, -1, 1, 1)
         return x
 
 
@@ -201,7 +232,8 @@ class EDMGroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        dtype = x.dtype
+        return F.group_norm(x, self.num_groups, _cast(self.weight, dtype), _cast(self.bias, dtype), self.eps)
 
 
 class PositionalEmbedding(nn.Module):
@@ -249,6 +281,16 @@ class FourierEmbedding(nn.Module):
         if num_channels % 2 or num_channels < 2:
             raise ValueError(f"FourierEmbedding needs an even width >= 2, got {num_channels}.")
         self.register_buffer("freqs", torch.randn(num_channels // 2) * scale)
+
+    def _apply(self, fn, recurse=True):
+        # The frequencies (|f| up to ~50) multiply c_noise before the cos/sin, so rounding them to float16/bfloat16
+        # would shift the phases by up to radians. Like the official use_fp16 networks, which keep every parameter in
+        # float32, they stay float32 when the model is cast to a reduced precision (moves to a device still apply).
+        freqs = self.freqs
+        module = super()._apply(fn, recurse)
+        if self.freqs is not None and self.freqs.dtype in _REDUCED_PRECISION and freqs.dtype not in _REDUCED_PRECISION:
+            self.freqs = freqs.to(self.freqs.device)
+        return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed x of shape (N,) into (N, num_channels)."""
@@ -334,6 +376,9 @@ class UNetBlock(nn.Module):
             self.skip = EDMConv2d(
                 in_channels, out_channels, kernel=kernel, up=up, down=down, resample_filter=resample_filter, init=init
             )
+        # How `_attention` computes (see `AttentionImplementationMixin.set_attention_implementation`); a runtime
+        # setting, not part of any config or state_dict.
+        self.attention_implementation: AttentionImplementation = "auto"
         if self.num_heads:
             self.norm2 = EDMGroupNorm(out_channels, eps=eps)
             self.qkv = EDMConv2d(out_channels, out_channels * 3, kernel=1, init=init_attn or init)
@@ -346,7 +391,7 @@ class UNetBlock(nn.Module):
             x = torch.cat([x, skip], dim=1)
         residual = x
         x = self.conv0(F.silu(self.norm0(x)))
-        params = self.affine(emb).unsqueeze(2).unsqueeze(3).to(x.dtype)
+        params = _cast(self.affine(emb), x.dtype)[:, :, None, None]
         if self.adaptive_scale:
             scale, shift = params.chunk(2, dim=1)
             x = F.silu(torch.addcmul(shift, self.norm1(x), scale + 1))
@@ -360,6 +405,9 @@ class UNetBlock(nn.Module):
 
     def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """Multi-head self-attention over the H·W positions of an interleaved qkv tensor (B, 3C, H, W)."""
+        implementation = self.attention_implementation
+        if implementation == "sdpa" or (implementation == "auto" and qkv.device.type == "cuda"):
+            return self._sdpa_attention(qkv)
         batch, _, height, width = qkv.shape
         channels = self.out_channels
         head_channels = channels // self.num_heads
@@ -369,6 +417,75 @@ class UNetBlock(nn.Module):
         weights = logits.softmax(dim=2).to(qkv.dtype)  # (batch·heads, queries, keys)
         attended = torch.bmm(v, weights.transpose(1, 2))  # (batch·heads, head_channels, queries)
         return attended.reshape(batch, channels, height, width)
+
+    def _sdpa_attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The same attention through `F.scaled_dot_product_attention` (same interleaved layout, heads and 1/√C_h
+        scale). SDPA's kernels accumulate the logits and the softmax in float32 for float16/bfloat16 inputs (flash /
+        memory-efficient / CPU flash kernels) or run in the input dtype (float32, float64), so the official float32
+        softmax is kept in substance; the results agree with the official form to rounding, not bit for bit."""
+        batch, _, height, width = qkv.shape
+        heads = self.num_heads
+        head_channels = self.out_channels // heads
+        # (B, heads, C_h, 3, HW) -> (3, B, heads, HW, C_h): one copy gives the contiguous (…, L, E) layout SDPA wants.
+        q, k, v = qkv.reshape(batch, heads, head_channels, 3, height * width).permute(3, 0, 1, 4, 2).contiguous()
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C_h)
+        return attended.transpose(2, 3).reshape(batch, self.out_channels, height, width)
+
+
+def allow_block_recompiles(model: nn.Module) -> int:
+    """Raise `torch._dynamo.config.recompile_limit` to the number of `model._repeated_blocks` modules (+1) if it is
+    lower, and return that number.
+
+    Regional compilation compiles every repeated block through one code object (the block class's `forward`). A
+    transformer's blocks are alike, but a U-Net's differ in structure (attention or not, up/down-sampling, skip
+    projection, encoder-skip input) and shape, and each variant is one more compiled entry of that code object;
+    DDPM++ at CIFAR-10 needs about 15, more than dynamo's default limit of 8, beyond which it would fall back to
+    eager (or fail with `fullgraph=True`). The limit is global and only raised, never lowered.
+    """
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    count = sum(type(module).__name__ in names for module in model.modules())
+    config = torch._dynamo.config
+    if count + 1 > config.recompile_limit:
+        config.recompile_limit = count + 1
+    return count
+
+
+class AttentionImplementationMixin:
+    """`set_attention_implementation` for models made of [`UNetBlock`]s (a runtime setting, not saved in the config).
+
+    diffusers' `ModelMixin.set_attention_backend` selects among diffusers' attention-dispatch backends for its own
+    `Attention` modules ("native", "flash", …); EDM's blocks have their own attention, hence the separate name.
+    """
+
+    def set_attention_implementation(self, implementation: AttentionImplementation) -> None:
+        """Select how the self-attention of every UNetBlock is computed.
+
+        Args:
+            implementation (`str`): "official" — EDM's own form (bmm, logits and softmax in float32/float64),
+                bit-identical to the official networks; "sdpa" — `torch.nn.functional.scaled_dot_product_attention`
+                (flash / memory-efficient kernels on GPUs; equal to the official form up to rounding, about 1e-6
+                relative in float32); "auto" (the default) — SDPA on CUDA tensors, the official form elsewhere.
+        """
+        if implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"Unknown attention implementation {implementation!r}; use one of {ATTENTION_IMPLEMENTATIONS}."
+            )
+        for module in self.modules():
+            if isinstance(module, UNetBlock):
+                module.attention_implementation = implementation
+
+    def compile_repeated_blocks(self, *args, **kwargs) -> None:
+        """Regional compilation: `torch.compile(*args, **kwargs)` on every [`UNetBlock`] (diffusers' method), with
+        dynamo's recompile limit raised to the number of blocks (see `allow_block_recompiles`), since a U-Net's
+        blocks come in many structural variants."""
+        allow_block_recompiles(self)
+        super().compile_repeated_blocks(*args, **kwargs)
+
+    @property
+    def attention_implementation(self) -> str:
+        """The attention implementation of the blocks ("auto", "official" or "sdpa"; "mixed" if they differ)."""
+        found = {module.attention_implementation for module in self.modules() if isinstance(module, UNetBlock)}
+        return found.pop() if len(found) == 1 else ("auto" if not found else "mixed")
 
 
 def run_block(

@@ -13,6 +13,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .edm_layers import (
+    AttentionImplementationMixin,
     EDMConv2d,
     EDMGroupNorm,
     EDMLinear,
@@ -30,7 +31,7 @@ _ENCODER_TYPES = ("standard", "skip", "residual")
 _DECODER_TYPES = ("standard", "skip")
 
 
-class SongUNet2DModel(ModelMixin, ConfigMixin):
+class SongUNet2DModel(AttentionImplementationMixin, ModelMixin, ConfigMixin):
     r"""
     The raw network F of EDM's DDPM++ and NCSN++ models (the U-Net of Song et al. 2021 as configured in EDM, Table 7).
 
@@ -73,6 +74,8 @@ class SongUNet2DModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # Regional compilation (`compile_repeated_blocks()`) compiles each residual block.
+    _repeated_blocks = ["UNetBlock"]
 
     @register_to_config
     def __init__(

@@ -169,6 +169,31 @@ class EDMPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet)
         self._interrupt = False
         self._num_timesteps = None
+        self._cuda_graph_steps = False  # the denoisers replay CUDA graphs (set by `enable_fast_sampling`)
+        self._fast_sampling = None
+
+    def enable_fast_sampling(
+        self,
+        dtype: str | None = None,
+        channels_last: bool = False,
+        compile: str | None = None,
+        cuda_graphs: bool = False,
+        compile_backend: str | Callable = "inductor",
+        fullgraph: bool = False,
+        attention: str | None = None,
+    ) -> Any:
+        """Applies the fast sampling paths to this pipeline's denoisers in place: backbone `dtype` ("fp32", "tf32",
+        "bf16", "fp16"; preconditioning and sampler state keep their precision), `channels_last` weights,
+        `torch.compile` (`compile`: "default", "reduce-overhead", "max-autotune" or "regional", static shapes) and
+        `cuda_graphs`, and the native backbones' `attention` ("official" or "sdpa"). Call it after moving the pipeline
+        to its device. Returns the
+        [`~diffusers_edm.acceleration.FastSampling`] record (its `warmup` compiles and times the first call). See
+        [`diffusers_edm.acceleration.accelerate_pipeline`], which this calls, for what changes bits."""
+        from ..acceleration import accelerate_pipeline
+
+        return accelerate_pipeline(self, dtype=dtype, channels_last=channels_last, compile=compile,
+                                   cuda_graphs=cuda_graphs, compile_backend=compile_backend, fullgraph=fullgraph,
+                                   attention=attention)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """As [`DiffusionPipeline.__setattr__`]; an optional component that was `None` and is set now (e.g.
@@ -255,6 +280,15 @@ class EDMPipeline(DiffusionPipeline):
         not finite (e.g. NaN weights, or a σ so large that σ² overflows the network's dtype) gives a `RuntimeWarning`
         naming the likely cause instead of silently becoming one-colour images.
 
+        The sampling loop does not synchronise the host with the device, for every scheduler family and with or
+        without guidance: σ, the output conversions and the guidance decisions are laid out before it starts, the
+        scheduler is started at index 0 (no timestep lookup), and EDM's schedulers step with Python numbers. diffusers'
+        schedulers compare entries of their `sigmas` in Python (e.g. S_tmin ≤ σ ≤ S_tmax), but they keep `sigmas` on
+        the CPU, so these are host reads. What still synchronises, by the caller's choice: CPU generators with a
+        pipeline on a GPU (each step's churn noise is drawn on the CPU and copied; `seeds` draws on the device) and a
+        `callback_on_step_end` that reads tensors. The only synchronisation of the call is the finiteness check after
+        the loop. See `enable_fast_sampling` for reduced precision, `torch.compile` and CUDA graphs.
+
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images.
         """
@@ -305,7 +339,11 @@ class EDMPipeline(DiffusionPipeline):
             sample = self.scheduler.add_initial_churn(sample, generator)
         guidance = self._guidance(guidance_scale, labels)
 
-        model_sigmas = evaluation_sigmas.to(device=device, dtype=state_dtype)
+        # Everything the loop needs is laid out here, so that the loop never synchronises with the device: σ of each
+        # evaluation as its own device tensor (a compiled network sees a tensor, not a Python float it would
+        # specialise on, and no per-step host-to-device copy is made), the output conversions and the guidance
+        # decisions as Python numbers (`evaluations`), the scheduler started at index 0 (no timestep lookup).
+        model_sigmas = [sigma.clone() for sigma in evaluation_sigmas.to(device=device, dtype=state_dtype).unbind()]
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
         prediction_type = self.scheduler.config.prediction_type
@@ -323,7 +361,11 @@ class EDMPipeline(DiffusionPipeline):
                 x = model_input if denoiser_takes_model_input else sample
                 if evaluation.input_scale != 1.0:
                     x = x * evaluation.input_scale
+                if self._cuda_graph_steps:
+                    torch.compiler.cudagraph_mark_step_begin()  # each evaluation is a new cudagraph-trees step
                 denoised = self._denoise(x, model_sigmas[i], labels, guidance if evaluation.guided else None)
+                if self._cuda_graph_steps:
+                    denoised = denoised.clone()  # out of the graph's output memory, which the next replay reuses
                 model_output = denoised
                 if evaluation.output_coefficients is not None:
                     a, b = evaluation.output_coefficients

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Read the decoded images from the cache file whatever their size (bounded RAM).")
     data.add_argument("--decoded_cache_dir", default=None,
                       help="Folder of the decoded-image cache files (reused while the data and --resolution, "
-                           "--center_crop, --max_train_samples are unchanged). Default: $HF_HOME/diffusers_edm/decoded.")
+                           "--center_crop, --max_train_samples are unchanged). Default: "
+                           "$HF_HOME/diffusers_edm/decoded.")
     data.add_argument("--cache_dir", default=None, help="Cache directory of datasets.load_dataset.")
 
     model = parser.add_argument_group("model (a UNet2DModel backbone)")
@@ -150,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dropout", type=float, default=0.1, help="Dropout probability in the residual blocks.")
     model.add_argument("--label_dropout", type=float, default=0.0,
                        help="Probability of training an image without its class label (the all-zero label, EDM's "
-                            "'no label'), so that the model also learns the unconditional denoiser that classifier-free "
-                            "guidance needs (e.g. 0.1); conditional data only.")
+                            "'no label'), so that the model also learns the unconditional denoiser that "
+                            "classifier-free guidance needs (e.g. 0.1); conditional data only.")
     model.add_argument("--precond", choices=TRAINABLE_PRECONDITIONINGS, default=None,
                        help="Preconditioning and loss (Table 1): EDM's, or the VP / VE baselines of Song et al. (their "
                             "σ distribution and λ(σ) = 1/σ²). Default: edm, or that of --model_config / the "
@@ -212,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Mixed precision through accelerate (default: accelerate's configuration). fp16 needs a "
                             "GPU (autocast and a gradient scaler); on a CPU use bf16 or no.")
     optim.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile.")
+    optim.add_argument("--exact_numerics", action="store_true",
+                       help="The official code's numerics instead of the fast defaults: no TF32 matmuls/convolutions "
+                            "or fp16 reduced-precision reductions on the GPU, and torch's default Adam instead of the "
+                            "fused one (results then match the official loop's to the last bit where the rest does).")
     optim.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
 
     output = parser.add_argument_group("outputs, checkpoints and the Hub")

@@ -40,10 +40,10 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ DECODE_BATCH_SIZE = 64
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N"})
 _UNSUPPORTED_MODES = frozenset({"I", "F"})
 _INTEGER_STRING = re.compile(r"^[+-]?\d+$")
+
+
+T = TypeVar("T")
 
 
 class DatasetError(ValueError):
@@ -374,10 +377,51 @@ def build_dataset(config: DataConfig) -> EDMImageDataset:
         `EDMImageDataset`: Images in `[-1, 1]` with one-hot labels (empty when unconditional).
     """
     _check_config(config)
-    if config.dataset_name is not None:
-        return _assemble(_hub_records(config), config)
-    if config.train_data_dir is None:
+    if config.dataset_name is None and config.train_data_dir is None:
         return _digits_dataset(config)
+    return _from_source(config, _assemble)
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a model's configuration needs to know about a dataset, found without decoding it (`inspect_dataset`)."""
+
+    resolution: int
+    num_channels: int
+    num_classes: int
+    source_description: str
+
+
+def inspect_dataset(config: DataConfig) -> DatasetShape:
+    """The resolution, channels and classes of the data `config` describes, from its file list, its labels and its
+    first image only (for `train_edm.py --dry_run`); the full validation happens in `build_dataset`."""
+    _check_config(config)
+    if config.dataset_name is None and config.train_data_dir is None:
+        digits = _digits_dataset(config)
+        return DatasetShape(digits.resolution, digits.num_channels, digits.num_classes, digits.source_description)
+    return _from_source(config, _shape)
+
+
+def _shape(records: _ImageRecords, config: DataConfig) -> DatasetShape:
+    if records.count == 0:
+        raise DatasetError(f"{records.description} contains no images. Point --train_data_dir or --dataset_name at a "
+                           "dataset with images.")
+    _, num_classes, _ = _resolve_labels(records, config)
+    first = _decode_image(records.reader, int(select_subset(records.count, config.max_train_samples, config.seed)[0]),
+                          config.resolution, config.center_crop)
+    if isinstance(first, str):
+        raise DatasetError(first)
+    channels, height, width = first.pixels.shape
+    if height != width:
+        raise DatasetError(f"{records.description}: the first image is {width}x{height}, not square; pass "
+                           "--resolution (and --center_crop) to train on square images.")
+    return DatasetShape(height, channels, num_classes, records.description)
+
+
+def _from_source(config: DataConfig, action: Callable[[_ImageRecords, DataConfig], T]) -> T:
+    """`action(records, config)` on the image records of `config`'s Hub dataset, EDM zip or folder, or image folder."""
+    if config.dataset_name is not None:
+        return action(_hub_records(config), config)
     path = Path(config.train_data_dir)
     if path.is_file():
         if path.suffix.lower() != ".zip":
@@ -387,12 +431,12 @@ def build_dataset(config: DataConfig) -> EDMImageDataset:
         if not zipfile.is_zipfile(path):
             raise DatasetError(f"{path} is not a valid zip archive. Re-create it (e.g. with EDM's dataset_tool.py).")
         with zipfile.ZipFile(path) as archive:
-            return _assemble(_edm_zip_records(path, archive, config), config)
+            return action(_edm_zip_records(path, archive, config), config)
     if not path.is_dir():
         raise DatasetError(f"--train_data_dir {path} does not exist. Pass an existing image folder or .zip file.")
     if (path / EDM_LABELS_FILE_NAME).is_file():
-        return _assemble(_edm_folder_records(path, config), config)
-    return _assemble(_imagefolder_records(path, config), config)
+        return action(_edm_folder_records(path, config), config)
+    return action(_imagefolder_records(path, config), config)
 
 
 def _check_config(config: DataConfig) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
@@ -20,11 +20,11 @@ from typing import NoReturn
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.logging import get_logger
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
+from ..acceleration import set_tf32
 from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..preconditioning import EDM_SIGMA_DATA
@@ -40,7 +40,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .data import DataConfig, DatasetError, EDMImageDataset, build_dataset
+from .data import DataConfig, DatasetError, DatasetShape, EDMImageDataset, build_dataset, inspect_dataset
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
@@ -51,7 +51,7 @@ from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval
 from .presets import get_preset
 from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config, transfer_weights
 
-logger = get_logger(__name__)  # logs once, on the main process
+logger = logging.getLogger(__name__)  # other processes log warnings only (see EDMTrainer.__init__)
 
 DATA_PREPARATION_TIMEOUT = timedelta(hours=6)
 """How long processes wait for each other (NCCL/gloo timeout): enough for the first run's one-time decoding of an
@@ -198,6 +198,15 @@ def check_model_settings(config: dict, args: argparse.Namespace, source: str) ->
                             f"--sigma_data (the model's is used).")
 
 
+def configure_numerics(exact: bool) -> None:
+    """torch.backends for speed: TF32 matmuls and convolutions and fp16 reduced-precision reductions on Ampere and
+    later GPUs (a 10-bit mantissa inside matmuls); with `exact`, the official code's settings (all three off). cuDNN
+    picks its fastest algorithms in both (as the official --bench). These settings are global to the process."""
+    set_tf32(not exact)
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = not exact
+    torch.backends.cudnn.benchmark = True
+
+
 def trackers(report_to: str | None) -> str | None:
     """accelerate's `log_with` for --report_to: None (default) takes TensorBoard when it is installed; a named tracker
     that is not installed is a TrainingError saying what to install."""
@@ -228,7 +237,8 @@ def sanitize_gradients(parameters) -> None:
 class EDMTrainer:
     """One training run: `EDMTrainer(args).train()`. See `train_edm.py --help` for the arguments."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, dataset: EDMImageDataset | None = None) -> None:
+        """`dataset` replaces the one the data flags describe (e.g. synthetic images for a benchmark)."""
         self.args = args
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
@@ -253,8 +263,10 @@ class EDMTrainer:
         self._prepare_output_dir()
         set_seed(args.seed, device_specific=True)
         # The first process of each node decodes the data into the cache; the others then reuse it.
-        with self.accelerator.local_main_process_first():
-            self.dataset = build_dataset(data_config(args))
+        self.dataset = dataset
+        if dataset is None:
+            with self.accelerator.local_main_process_first():
+                self.dataset = build_dataset(data_config(args))
         self.augment_pipe = (AugmentPipe.edm_default(args.augment_p, colors=args.augment_colors)
                              if args.augment_p > 0 else None)
         augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
@@ -270,8 +282,11 @@ class EDMTrainer:
         # Fine-tuning averages from the start, without the EMA ramp-up (EDM's --transfer).
         self.ema = EDMEma(model, args.ema_halflife_kimg, None if pretrained else args.ema_rampup_ratio or None)
         self.loss_fn = loss_for_model(model, args.p_mean, args.p_std)
+        configure_numerics(args.exact_numerics)
+        # The fused kernel updates every parameter in one launch; the official code uses torch's default Adam.
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate,
-                                     betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+                                     betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                                     fused=None if args.exact_numerics else True)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema.model.to(self.accelerator.device)
         self._phema_saved_nimg: int | None = None
@@ -337,31 +352,21 @@ class EDMTrainer:
             self.total_steps * self.global_batch / 1000, self.global_batch, args.train_batch_size,
             accelerator.num_processes, args.gradient_accumulation_steps,
         )
-        batches = iter(torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=StreamBatchSampler(len(self.dataset), args.train_batch_size, accelerator.process_index,
-                                             accelerator.num_processes, args.seed,
-                                             start_batch=self.progress.step * args.gradient_accumulation_steps),
-            num_workers=args.dataloader_num_workers,
-            pin_memory=accelerator.device.type == "cuda",
-            prefetch_factor=4 if args.dataloader_num_workers else None,
-            # Its own generator: creating the iterator must not consume the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(args.seed),
-        ))
+        batches = self.batches()
         bar = tqdm(total=self.total_steps, initial=self.progress.step, unit="step", dynamic_ncols=True,
                    disable=not accelerator.is_local_main_process)
         window = _LogWindow()
         with bar:  # closed (ending its line) before an error message is printed
             while self.progress.step < self.total_steps:
                 prev_nimg = self.progress.cur_nimg
-                finite = window.add(*self._train_step(batches))
+                window.add(self.progress.step + 1, *self.train_step(batches))
                 self.progress.step += 1
                 self.progress.cur_nimg += self.global_batch
                 bar.update(1)
                 step, cur_nimg = self.progress.step, self.progress.cur_nimg
-                self._diverged_at = None if finite else (self._diverged_at or step)
                 if step % args.logging_steps == 0 or step == self.total_steps:
-                    diverged = window.finite_steps == 0
+                    self._track_divergence(window)
+                    diverged = window.all_non_finite
                     logs = window.flush(self.optimizer.param_groups[0]["lr"])
                     bar.set_postfix(kimg=f"{cur_nimg / 1000:.1f}", loss=f"{logs['loss']:.4f}",
                                     lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_sec']:.0f}")
@@ -378,6 +383,7 @@ class EDMTrainer:
                 if self.phema is not None and args.phema_every.due(step, cur_nimg, prev_nimg):
                     self._save_phema_snapshots()
                 if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
+                    self._track_divergence(window)
                     if self._diverged_at is None:
                         self._save()
                     elif accelerator.is_main_process:
@@ -388,9 +394,30 @@ class EDMTrainer:
         self._save(final=True)
         accelerator.end_training()
 
-    def _train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's (images, labels) batches of the run from the current step on, as `train_step` takes them
+        (a resumed run continues with the batches the uninterrupted run would have used)."""
+        args, accelerator = self.args, self.accelerator
+        return iter(torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=StreamBatchSampler(len(self.dataset), args.train_batch_size, accelerator.process_index,
+                                             accelerator.num_processes, args.seed,
+                                             start_batch=self.progress.step * args.gradient_accumulation_steps),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            prefetch_factor=4 if args.dataloader_num_workers else None,
+            # Its own generator: creating the iterator must not consume the global RNG (exact resume).
+            generator=torch.Generator().manual_seed(args.seed),
+        ))
+
+    def _track_divergence(self, window: _LogWindow) -> None:
+        """Updates the first step of the current run of non-finite losses from the steps `window` has not reported."""
+        for step, finite in window.new_finiteness():
+            self._diverged_at = None if finite else (self._diverged_at or step)
+
+    def train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimizer step over `gradient_accumulation_steps` batches; returns per-image losses and σ (all
-        processes) and the number of images."""
+        processes, on the device: nothing here waits for the device) and the number of images."""
         args, accelerator = self.args, self.accelerator
         # Linear lr ramp-up measured in images seen before this step (the official schedule: the first step has lr 0).
         lr = args.learning_rate * min(self.progress.cur_nimg / max(args.lr_rampup_kimg * 1000, 1e-8), 1.0)
@@ -547,7 +574,8 @@ class EDMTrainer:
         )
         logger.info("Saved the EMA pipeline and model card to %s at step %d.", args.output_dir, self.progress.step)
         if self.publisher is not None:
-            message = "End of training" if final else f"Step {self.progress.step} ({self.progress.cur_nimg / 1000:g} kimg)"
+            kimg = self.progress.cur_nimg / 1000
+            message = "End of training" if final else f"Step {self.progress.step} ({kimg:g} kimg)"
             self.publisher.upload(args.output_dir, message)
 
     def _checkpoint(self) -> None:
@@ -564,23 +592,35 @@ class EDMTrainer:
 
 
 class _LogWindow:
-    """Accumulates per-image losses and σ between log lines; reports the mean loss, the loss per σ range and img/s."""
+    """Accumulates per-image losses and σ between log lines, on the training device (no host synchronisation per
+    step); reports the mean loss, the loss per σ range and img/s, and which steps had non-finite losses."""
 
     def __init__(self) -> None:
-        self.losses, self.sigmas, self.images, self.start = [], [], 0, time.perf_counter()
-        self.finite_steps = 0
+        self.losses, self.sigmas, self.steps, self.finite = [], [], [], []
+        self.images, self.start, self.resolved = 0, time.perf_counter(), 0
 
-    def add(self, losses: torch.Tensor, sigmas: torch.Tensor, images: int) -> bool:
-        """Adds a step's losses; returns whether they are all finite."""
-        self.losses.append(losses.cpu())
-        self.sigmas.append(sigmas.cpu())
+    def add(self, step: int, losses: torch.Tensor, sigmas: torch.Tensor, images: int) -> None:
+        """Adds the per-image losses and σ of `step` (device tensors, kept there)."""
+        self.losses.append(losses)
+        self.sigmas.append(sigmas)
+        self.finite.append(torch.isfinite(losses).all())
+        self.steps.append(step)
         self.images += images
-        finite = bool(torch.isfinite(self.losses[-1]).all())
-        self.finite_steps += finite
-        return finite
+
+    def new_finiteness(self) -> list[tuple[int, bool]]:
+        """(step, all losses finite) for the steps added since the last call: one host synchronisation."""
+        flags = torch.stack(self.finite[self.resolved:]).tolist() if len(self.finite) > self.resolved else []
+        steps = self.steps[self.resolved:]
+        self.resolved = len(self.finite)
+        return list(zip(steps, flags))
+
+    @property
+    def all_non_finite(self) -> bool:
+        """Whether every step of the window had a non-finite loss (call after `new_finiteness`)."""
+        return bool(self.finite) and not bool(torch.stack(self.finite).any())
 
     def flush(self, lr: float) -> dict[str, float]:
-        losses, sigmas = torch.cat(self.losses), torch.cat(self.sigmas)
+        losses, sigmas = torch.cat(self.losses).float().cpu(), torch.cat(self.sigmas).float().cpu()
         logs = {"loss": losses.mean().item(), "lr": lr,
                 "img_per_sec": self.images / max(time.perf_counter() - self.start, 1e-9)}
         for low, high in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
@@ -599,29 +639,19 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
-@dataclass(frozen=True)
-class DataShape:
-    """What the model's configuration needs to know about the data."""
-
-    resolution: int
-    num_channels: int
-    num_classes: int
-    source_description: str
-
-
 def dry_run(args: argparse.Namespace) -> dict:
     """--dry_run: the resolved settings, the model's configuration and parameter count, and the length of the run,
-    printed and returned; nothing is written and no weights are allocated. Without data flags and with a --preset,
-    the preset's own dataset shape stands in for the data."""
+    printed and returned; nothing is written, no weights are allocated and only the data's first image is decoded.
+    Without data flags and with a --preset, the preset's own dataset shape stands in for the data."""
     num_processes = Accelerator().num_processes  # (PartialState() alone misses accelerate's multi-CPU launches)
     resolve_batch_sizes(args, num_processes)
     if args.preset is not None and args.dataset_name is None and args.train_data_dir is None:
         preset = get_preset(args.preset)
         conditional = args.conditional is not False
-        data = DataShape(args.resolution or preset.resolution, preset.channels,
+        data = DatasetShape(args.resolution or preset.resolution, preset.channels,
                          preset.num_classes if conditional else 0, f"the shape of {preset.dataset} (no data given)")
     else:
-        data = build_dataset(data_config(args))
+        data = inspect_dataset(data_config(args))
     augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
     config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False))
     global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import huggingface_hub.constants
 import torch
 
+from ..evaluation.errors import first_line
 from ..models.unet_edm import NATIVE_BACKBONES, EDMPreconditionedUNet2DModel
 from .errors import TrainingError
 from .loss import check_trainable
@@ -79,7 +80,7 @@ def load_pretrained_denoiser(
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
                 config = EDMPreconditionedUNet2DModel.load_config(source, subfolder=subfolder, **kwargs)
         except OSError as error:  # diffusers' EnvironmentError: missing file, not on the Hub, offline and not cached
-            errors.append(_first_line(error))
+            errors.append(first_line(error))
             continue
         _check_class(config, text)
         if not weights:
@@ -88,7 +89,7 @@ def load_pretrained_denoiser(
             model = EDMPreconditionedUNet2DModel.from_pretrained(source, subfolder=subfolder, **kwargs)
         except (OSError, ValueError, RuntimeError) as error:  # missing or unreadable file, weights of other shapes
             raise TrainingError(f"--pretrained_model_name_or_path {text}: cannot load the weights of the model "
-                                f"({_first_line(error)}).") from error
+                                f"({first_line(error)}).") from error
         state_dict = {name: tensor.detach() for name, tensor in model.state_dict().items()}
         return PretrainedDenoiser(_public_config(model.config), state_dict)
     offline = local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE
@@ -107,7 +108,7 @@ def _local_model_folder(path: Path) -> Path:
         try:
             index = json.loads(index_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise TrainingError(f"{index_file} is not a readable JSON file ({_first_line(error)}).") from error
+            raise TrainingError(f"{index_file} is not a readable JSON file ({first_line(error)}).") from error
         entry = index.get("unet")
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1] == MODEL_CLASS):
             raise TrainingError(f"{index_file} has no {MODEL_CLASS} 'unet' (found {entry!r}); pass {_PIPELINE_HINT}.")
@@ -133,11 +134,6 @@ def _check_class(config: dict, text: str) -> None:
 
 def _public_config(config) -> dict:
     return copy.deepcopy({key: value for key, value in dict(config).items() if not key.startswith("_")})
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --- The new model's configuration -----------------------------------------------------------------------------------

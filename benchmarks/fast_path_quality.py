@@ -21,10 +21,10 @@ from sampling_quality import DigitsScorer, load
 from diffusers_edm.acceleration import accelerate_pipeline
 
 CONFIGURATIONS = {
-    "exact (fp32, eager)": {},
+    "exact": {},  # float32, eager, the official attention (the CPU default)
     "bf16": {"dtype": "bf16"},
-    "bf16 + channels_last": {"dtype": "bf16", "channels_last": True},
-    "compile (inductor)": {"compile": "default"},
+    "bf16+channels_last": {"dtype": "bf16", "channels_last": True},
+    "compile": {"compile": "default"},  # inductor
 }
 
 

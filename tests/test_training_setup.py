@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from diffusers_edm import EDMPipeline
 from diffusers_edm.training.args import TrainingError, parse_args, resolve_batch_sizes
 from diffusers_edm.training.loss import EDMLoss, VELoss, VPLoss
-from diffusers_edm.training.trainer import EDMTrainer, dry_run, train
+from diffusers_edm.training.run_setup import dry_run
+from diffusers_edm.training.trainer import EDMTrainer, train
 
 from .test_training import TINY, final_weights, make_args
 

@@ -142,7 +142,22 @@ class EDMLoss(TrainingLoss):
                 f"σ_data = {self.sigma_data:g})")
 
 
-class VPLoss(TrainingLoss):
+class _UniformDrawLoss(TrainingLoss):
+    """The baselines' losses (Table 1, VP and VE): σ from one uniform draw u ~ U(0, 1) per image (one `torch.rand`
+    call, as the official code) through `sigma_from_uniform`, and λ(σ) = 1/σ²."""
+
+    @abstractmethod
+    def sigma_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """σ for uniform draws u ∈ [0, 1), in the dtype of `u`."""
+
+    def sample_sigma(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        return self.sigma_from_uniform(torch.rand([batch_size, 1, 1, 1], device=device))
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return 1 / sigma**2
+
+
+class VPLoss(_UniformDrawLoss):
     """
     The variance-preserving baseline's loss (Table 1, "VP"; Song et al. 2021): t ~ U(ε_t, 1), drawn as
     t = 1 + u (ε_t − 1) with u ~ U(0, 1) (one `torch.rand` call, as the official code), σ = σ_VP(t) (see
@@ -172,19 +187,13 @@ class VPLoss(TrainingLoss):
         """σ for uniform draws u ∈ [0, 1): σ_VP(1 + u (ε_t − 1)), in the dtype of `u`."""
         return vp_sigma(1 + u * (self.epsilon_t - 1), self.beta_d, self.beta_min)
 
-    def sample_sigma(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        return self.sigma_from_uniform(torch.rand([batch_size, 1, 1, 1], device=device))
-
-    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return 1 / sigma**2
-
     @property
     def description(self) -> str:
         return (f"the VP baseline's loss (t ~ U({self.epsilon_t:g}, 1), σ = σ_VP(t) with β_d = {self.beta_d:g}, "
                 f"β_min = {self.beta_min:g}, λ(σ) = 1/σ²)")
 
 
-class VELoss(TrainingLoss):
+class VELoss(_UniformDrawLoss):
     """
     The variance-exploding baseline's loss (Table 1, "VE"; Song et al. 2021): log-uniform σ = σ_min (σ_max/σ_min)^u
     with u ~ U(0, 1) (one `torch.rand` call, as the official code) and λ(σ) = 1/σ². See [`TrainingLoss`] for the call.
@@ -206,12 +215,6 @@ class VELoss(TrainingLoss):
     def sigma_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
         """σ for uniform draws u ∈ [0, 1): σ_min (σ_max/σ_min)^u, in the dtype of `u`."""
         return self.sigma_min * ((self.sigma_max / self.sigma_min) ** u)
-
-    def sample_sigma(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        return self.sigma_from_uniform(torch.rand([batch_size, 1, 1, 1], device=device))
-
-    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return 1 / sigma**2
 
     @property
     def description(self) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -24,13 +23,11 @@ from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_s
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from ..acceleration import set_tf32
-from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..preconditioning import EDM_SIGMA_DATA
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from ..write_errors import OUT_OF_SPACE, WRITE_ERRORS, write_error_reason
-from .args import Interval, TrainingError, resolve_batch_sizes
+from .args import TrainingError, resolve_batch_sizes
 from .augment import AugmentPipe
 from .checkpoint import (
     TrainingState,
@@ -40,16 +37,24 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .data import DataConfig, DatasetError, DatasetShape, EDMImageDataset, build_dataset, inspect_dataset
+from .data import DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
 from .loss import loss_for_model
-from .model_card import SECRET_KEYS, write_model_card
-from .model_config import count_parameters, edm_augment_dim, native_model_config, unet2d_model_config
+from .model_card import write_model_card
+from .model_config import edm_augment_dim
 from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval
-from .presets import get_preset
-from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config, transfer_weights
+from .run_setup import (
+    build_model,
+    configure_numerics,
+    data_config,
+    dry_run,
+    load_pretrained,
+    public_config,
+    trackers,
+)
+from .transfer import transfer_weights
 
 logger = logging.getLogger(__name__)  # other processes log warnings only (see EDMTrainer.__init__)
 
@@ -106,125 +111,6 @@ class StreamBatchSampler(torch.utils.data.Sampler):
             start = batch_index * global_batch + self.rank * self.batch_size
             yield [self._item(position) for position in range(start, start + self.batch_size)]
             batch_index += 1
-
-
-def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
-                     pretrained: PretrainedDenoiser | None = None) -> dict:
-    """The configuration of the run's denoiser: the pretrained model's architecture with the data's label and augment
-    inputs (fine-tuning), --model_config, or the --arch backbone built from the architecture flags. With the first
-    two, σ_data and the preconditioning are the model's own: a --sigma_data or --precond that differs is an error."""
-    if pretrained is not None:
-        config = transfer_model_config(pretrained.config, num_class_labels=dataset.num_classes,
-                                       augment_dim=augment_dim, sample_size=dataset.resolution,
-                                       in_channels=dataset.num_channels, label_dropout=args.label_dropout)
-        check_model_settings(config, args, f"the pretrained model {args.pretrained_model_name_or_path}")
-        return config
-    if args.model_config:
-        config = {k: v for k, v in EDMPreconditionedUNet2DModel.load_config(args.model_config).items()
-                  if not k.startswith("_")}
-        expected = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
-                        num_class_labels=dataset.num_classes, augment_dim=augment_dim)
-        mismatched = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
-        if mismatched:
-            raise TrainingError(f"--model_config disagrees with the data/augmentation (config, needed): {mismatched}.")
-        check_model_settings(config, args, f"--model_config {args.model_config}")
-        return config
-    levels = len(args.channel_mult)
-    factor = 2 ** (levels - 1)
-    if dataset.resolution % factor:
-        lower, upper = dataset.resolution // factor * factor, (dataset.resolution // factor + 1) * factor
-        raise TrainingError(
-            f"--resolution {dataset.resolution} does not fit --channel_mult {','.join(map(str, args.channel_mult))}: "
-            f"its {levels} levels halve the image {levels - 1} time(s), so the resolution must be divisible by "
-            f"2^{levels - 1} = {factor}; pass e.g. --resolution {f'{lower} or {upper}' if lower >= 4 else upper}, "
-            f"or fewer --channel_mult levels.")
-    if args.label_dropout and not dataset.num_classes:
-        raise TrainingError(f"--label_dropout {args.label_dropout} needs class labels, but the data is unconditional;"
-                            " drop the flag or pass labelled data.")
-    precond = args.precond or "edm"
-    if args.sigma_data is not None and precond != "edm":
-        raise TrainingError(f"--sigma_data belongs to the EDM preconditioning; --precond {precond} has none, drop it.")
-    network = dict(model_channels=args.model_channels, channel_mult=args.channel_mult,
-                   layers_per_block=args.layers_per_block, attn_resolutions=args.attn_resolutions,
-                   dropout=args.dropout, resolution=dataset.resolution, channels=dataset.num_channels,
-                   num_classes=dataset.num_classes, augment_dim=augment_dim, precond=precond,
-                   sigma_data=args.sigma_data if args.sigma_data is not None else EDM_SIGMA_DATA,
-                   label_dropout=args.label_dropout)
-    if args.arch == "unet_2d":
-        return unet2d_model_config(**network)
-    return native_model_config(args.arch, **network)
-
-
-def data_config(args: argparse.Namespace) -> DataConfig:
-    """The data settings of the command line."""
-    return DataConfig(
-        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
-        resolution=args.resolution, center_crop=args.center_crop, random_flip=args.random_flip,
-        max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
-        cache_dir=args.cache_dir, in_memory=args.data_in_memory, decoded_cache_dir=args.decoded_cache_dir,
-        num_workers=args.dataloader_num_workers,
-    )
-
-
-def load_pretrained(args: argparse.Namespace, weights: bool = True) -> PretrainedDenoiser | None:
-    """The model of --pretrained_model_name_or_path (None without it)."""
-    if args.pretrained_model_name_or_path is None:
-        return None
-    token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
-    return load_pretrained_denoiser(args.pretrained_model_name_or_path, weights=weights, cache_dir=args.cache_dir,
-                                    token=token)
-
-
-def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
-                pretrained: PretrainedDenoiser | None = None) -> EDMPreconditionedUNet2DModel:
-    """The run's denoiser, freshly initialised, from [`run_model_config`]."""
-    return EDMPreconditionedUNet2DModel.from_config(run_model_config(args, dataset, augment_dim, pretrained))
-
-
-def check_model_settings(config: dict, args: argparse.Namespace, source: str) -> None:
-    """A TrainingError when --precond or --sigma_data disagree with the preconditioning of the model `config` (from
-    `source`), naming both values."""
-    name = config.get("preconditioning", "edm")
-    if args.precond is not None and args.precond != name:
-        raise TrainingError(f"--precond {args.precond} disagrees with {source}, which uses the {name!r} "
-                            f"preconditioning; drop --precond (the model's is used).")
-    precond = preconditioning_of(name, config.get("preconditioning_config"),
-                                 config.get("sigma_data", EDM_SIGMA_DATA))
-    own = getattr(precond, "sigma_data", None)
-    if args.sigma_data is not None and args.sigma_data != own:
-        has = f"σ_data {own:g}" if own is not None else f"no σ_data (its preconditioning is {name!r})"
-        raise TrainingError(f"--sigma_data {args.sigma_data:g} disagrees with {source}, which has {has}; drop "
-                            f"--sigma_data (the model's is used).")
-
-
-def configure_numerics(exact: bool) -> None:
-    """torch.backends for speed: TF32 matmuls and convolutions and fp16 reduced-precision reductions on Ampere and
-    later GPUs (a 10-bit mantissa inside matmuls); with `exact`, the official code's settings (all three off). cuDNN
-    picks its fastest algorithms in both (as the official --bench). These settings are global to the process."""
-    set_tf32(not exact)
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = not exact
-    torch.backends.cudnn.benchmark = True
-
-
-def trackers(report_to: str | None) -> str | None:
-    """accelerate's `log_with` for --report_to: None (default) takes TensorBoard when it is installed; a named tracker
-    that is not installed is a TrainingError saying what to install."""
-    if report_to is None:
-        return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else None
-    if report_to == "none":
-        return None
-    for name in ("tensorboard", "wandb"):
-        if report_to == name and importlib.util.find_spec(name) is None:
-            raise TrainingError(f"--report_to {name}: the {name} package is not installed; `pip install {name}` or "
-                                f"pass --report_to none.")
-    return report_to
-
-
-def public_config(args: argparse.Namespace) -> dict:
-    """The run's settings as JSON-friendly values, without secrets (token)."""
-    return {key: (str(value) if isinstance(value, Interval) else value)
-            for key, value in vars(args).items() if key not in SECRET_KEYS}
 
 
 def sanitize_gradients(parameters) -> None:
@@ -637,38 +523,6 @@ def _logged_step(line: str) -> float:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-def dry_run(args: argparse.Namespace) -> dict:
-    """--dry_run: the resolved settings, the model's configuration and parameter count, and the length of the run,
-    printed and returned; nothing is written, no weights are allocated and only the data's first image is decoded.
-    Without data flags and with a --preset, the preset's own dataset shape stands in for the data."""
-    num_processes = Accelerator().num_processes  # (PartialState() alone misses accelerate's multi-CPU launches)
-    resolve_batch_sizes(args, num_processes)
-    if args.preset is not None and args.dataset_name is None and args.train_data_dir is None:
-        preset = get_preset(args.preset)
-        conditional = args.conditional is not False
-        data = DatasetShape(args.resolution or preset.resolution, preset.channels,
-                         preset.num_classes if conditional else 0, f"the shape of {preset.dataset} (no data given)")
-    else:
-        data = inspect_dataset(data_config(args))
-    augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
-    config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False))
-    global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
-    steps = math.ceil(args.duration_kimg * 1000 / global_batch)
-    if args.max_train_steps is not None:
-        steps = min(steps, args.max_train_steps)
-    summary = {
-        "settings": public_config(args), "data": data.source_description,
-        "image_shape": [data.num_channels, data.resolution, data.resolution], "num_classes": data.num_classes,
-        "model": config, "parameters": count_parameters(config), "processes": num_processes,
-        "images_per_step": global_batch, "steps": steps, "images": steps * global_batch,
-    }
-    if PartialState().is_main_process:
-        print(json.dumps(summary, indent=1, default=str))
-        print(f"{summary['parameters']:,} parameters; {steps:,} steps of {global_batch} images = "
-              f"{steps * global_batch / 1e6:g} Mimg.")
-    return summary
 
 
 def train(args: argparse.Namespace) -> None:

@@ -27,11 +27,12 @@ setup(
         "safetensors>=0.4",
         "numpy",
         "Pillow",
+        "PyYAML",
         "scikit-learn>=1.3",
         "scipy>=1.10",
         "tqdm",
     ],
-    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "benchmarks": ["matplotlib"]},
+    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "wandb": ["wandb"], "benchmarks": ["matplotlib"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

@@ -32,7 +32,9 @@ setup(
         "scipy>=1.10",
         "tqdm",
     ],
-    extras_require={"test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "wandb": ["wandb"], "benchmarks": ["matplotlib"]},
+    extras_require={
+        "test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "wandb": ["wandb"], "benchmarks": ["matplotlib"],
+    },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 MODES = ("cached", "cached_reuse", "in_memory")
 
 

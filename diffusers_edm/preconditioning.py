@@ -17,7 +17,6 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file
 
-
 EDM_SIGMA_DATA = 0.5
 """σ_data of the paper (the standard deviation of images scaled to [-1, 1], Sec. 5): the default of every
 preconditioning, loss and scheduler argument named `sigma_data`."""

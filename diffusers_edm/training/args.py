@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train_edm.py",
         description=(
             "Train an EDM diffusion model (Karras et al. 2022) with accelerate. Without arguments it trains a "
-            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about 15 minutes "
+            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about 20 minutes "
             "on 2 CPU cores. Durations, ramp-ups and the EMA half-life are in thousands of training images (kimg), as "
             "in the paper; the progress bar shows steps and images."
         ),

@@ -50,6 +50,7 @@ from .run_setup import (
     configure_numerics,
     data_config,
     dry_run,
+    fused_adam,
     load_pretrained,
     public_config,
     trackers,
@@ -169,10 +170,9 @@ class EDMTrainer:
         self.ema = EDMEma(model, args.ema_halflife_kimg, None if pretrained else args.ema_rampup_ratio or None)
         self.loss_fn = loss_for_model(model, args.p_mean, args.p_std)
         configure_numerics(args.exact_numerics)
-        # The fused kernel updates every parameter in one launch; the official code uses torch's default Adam.
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate,
                                      betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-                                     fused=None if args.exact_numerics else True)
+                                     fused=fused_adam(self.accelerator.device, args.exact_numerics))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema.model.to(self.accelerator.device)
         self._phema_saved_nimg: int | None = None

@@ -103,7 +103,11 @@ def reconstruct(run: Path, stds: Sequence[float], out: Path, at_kimg: int | None
     pipeline = EDMPipeline.from_pretrained(run)
     for std, folder in zip(stds, folders):
         state, coefficients = reconstruct_state_dict(snapshots, target, std)
-        pipeline.unet.load_state_dict(state)
+        try:
+            pipeline.unet.load_state_dict(state)
+        except RuntimeError:  # snapshots of another architecture than the run's pipeline
+            raise ReconstructionError(f"the snapshots in {run / SNAPSHOT_FOLDER} do not fit the model in {run} (other "
+                                      f"tensor names or shapes); keep only the snapshots of this run there.") from None
         if folder.exists():
             shutil.rmtree(folder)
         pipeline.save_pretrained(folder)

@@ -197,6 +197,22 @@ def test_phema_snapshot_times_and_sweep(tmp_path):
     assert all((f / "unet" / "diffusion_pytorch_model.safetensors").is_file() for f in folders)
 
 
+def test_snapshots_of_another_model_are_a_one_line_error(tmp_path, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    EDMTrainer(make_args(run, "--max_train_steps", "1", "--checkpointing_steps", "0", *PHEMA)).train()
+    EDMTrainer(make_args(other, "--max_train_steps", "1", "--checkpointing_steps", "0", "--model_channels", "4",
+                         *PHEMA)).train()
+    for path in (run / "phema").iterdir():
+        path.unlink()
+    for path in (other / "phema").iterdir():
+        path.rename(run / "phema" / path.name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        reconstruct_main(["--run", str(run), "--out", str(tmp_path / "o")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "do not fit the model" in errors[0]
+
+
 def test_snapshots_less_than_a_kimg_apart_are_refused(tmp_path):
     with pytest.raises(TrainingError, match="at least 1kimg"):
         EDMTrainer(make_args(tmp_path, "--phema_stds", "0.05", "--phema_every", "100"))

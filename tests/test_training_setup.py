@@ -205,3 +205,10 @@ def test_dry_run_with_data_reads_only_its_shape(tmp_path, capsys):
     assert summary["image_shape"] == [3, 32, 32] and summary["num_classes"] == 2
     assert summary["model"]["num_class_labels"] == 2 and summary["model"]["augment_dim"] == 9
     assert not (tmp_path / "cache").exists()
+
+
+def test_missing_or_broken_model_config_is_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    for path, message in ((tmp_path / "missing.json", "no such file"), (tmp_path / "bad.json", "not a readable JSON")):
+        with pytest.raises(TrainingError, match=f"--model_config .*{message}"):
+            dry_run(parse_args(["--model_config", str(path), "--dry_run"]))

@@ -8,11 +8,13 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 
 import torch
 from accelerate import Accelerator, PartialState
 
 from ..acceleration import set_tf32
+from ..evaluation.errors import first_line
 from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
 from ..preconditioning import EDM_SIGMA_DATA
 from .args import Interval, TrainingError, resolve_batch_sizes
@@ -36,8 +38,7 @@ def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment
         check_model_settings(config, args, f"the pretrained model {args.pretrained_model_name_or_path}")
         return config
     if args.model_config:
-        config = {k: v for k, v in EDMPreconditionedUNet2DModel.load_config(args.model_config).items()
-                  if not k.startswith("_")}
+        config = {k: v for k, v in read_model_config(args.model_config).items() if not k.startswith("_")}
         expected = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
                         num_class_labels=dataset.num_classes, augment_dim=augment_dim)
         mismatched = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
@@ -96,6 +97,18 @@ def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim:
                 pretrained: PretrainedDenoiser | None = None) -> EDMPreconditionedUNet2DModel:
     """The run's denoiser, freshly initialised, from [`run_model_config`]."""
     return EDMPreconditionedUNet2DModel.from_config(run_model_config(args, dataset, augment_dim, pretrained))
+
+
+def read_model_config(path: str) -> dict:
+    """The JSON model configuration of --model_config; a missing or unreadable file is a one-line TrainingError."""
+    if not os.path.isfile(path):
+        raise TrainingError(f"--model_config {path}: no such file; pass the JSON configuration of an "
+                            f"EDMPreconditionedUNet2DModel (e.g. a pipeline's unet/config.json).")
+    try:
+        return EDMPreconditionedUNet2DModel.load_config(path)
+    except (OSError, ValueError) as error:
+        raise TrainingError(f"--model_config {path} is not a readable JSON model configuration "
+                            f"({first_line(error)}).") from None
 
 
 def check_model_settings(config: dict, args: argparse.Namespace, source: str) -> None:

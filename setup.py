@@ -16,6 +16,15 @@ setup(
         "diffusers_edm": ["iddpm_levels_m1000.safetensors"],
         "diffusers_edm.evaluation": ["digits_features.pt"],
     },
+    entry_points={
+        "console_scripts": [
+            "edm-train = diffusers_edm.commands.train:cli",
+            "edm-generate = diffusers_edm.commands.generate:cli",
+            "edm-fid = diffusers_edm.commands.fid:cli",
+            "edm-convert = diffusers_edm.commands.convert:cli",
+            "edm-phema = diffusers_edm.commands.reconstruct_phema:cli",
+        ],
+    },
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

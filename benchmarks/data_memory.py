@@ -47,7 +47,7 @@ def measure(mode: str, folder: str, cache_dir: str, workers: int, batches: int, 
     """Builds the dataset as `mode` says and draws `batches` batches; returns the measurements."""
     import torch
 
-    from diffusers_edm.training.data import DataConfig, build_dataset
+    from diffusers_edm.data import DataConfig, build_dataset
     from diffusers_edm.training.trainer import StreamBatchSampler
 
     torch.set_num_threads(1)

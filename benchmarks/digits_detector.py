@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusers_edm.training.data import DataConfig, build_dataset
+from diffusers_edm.data import DataConfig, build_dataset
 
 RESOLUTION = 16
 """Side of the images the float core sees; other sizes are resized to it inside the network."""

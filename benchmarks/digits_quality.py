@@ -31,7 +31,7 @@ import torch
 from diffusers_edm import EDMPipeline
 from diffusers_edm.evaluation.detectors import DIGITS_DETECTOR_FILE
 from diffusers_edm.evaluation.statistics import frechet_distance
-from diffusers_edm.training.data import DataConfig, build_dataset
+from diffusers_edm.data import DataConfig, build_dataset
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 """Sample quality of the fast sampling paths on the digits, against the exact path (docs/performance.md).
 
 Each configuration samples the same 1000 seeds (100 per class, 18 Heun steps = 35 model evaluations) of one digits
-model through `diffusers_edm.acceleration.accelerate_pipeline` and scores them with the project's digits feature
+model through `diffusers_edm.pipelines.fast_sampling.accelerate_pipeline` and scores them with the project's digits feature
 network (FD_digits against all real digits, class accuracy), as `benchmarks/sampling_quality.py` does; it also
 reports how many pixels of the 8-bit images differ from the exact path's and by how much.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from sampling_quality import DigitsScorer, load
 
-from diffusers_edm.acceleration import accelerate_pipeline
+from diffusers_edm.pipelines.fast_sampling import accelerate_pipeline
 
 CONFIGURATIONS = {
     "exact": {},  # float32, eager, the official attention (the CPU default)

@@ -29,8 +29,8 @@ from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
 from diffusers_edm.evaluation import compute_statistics, frechet_distance, load_detector
 from diffusers_edm.evaluation.sources import dataset_images
-from diffusers_edm.pipelines.pipeline_edm import quantize_edm_images
-from diffusers_edm.training.data import DataConfig, build_dataset
+from diffusers_edm.pipelines.postprocessing import quantize_edm_images
+from diffusers_edm.data import DataConfig, build_dataset
 
 NUM_SAMPLES = 1000
 GUIDANCE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)

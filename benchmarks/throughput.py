@@ -104,14 +104,14 @@ class Config:
         return "+".join(parts)
 
 
-# --- the speed switches: the package's fast paths (`diffusers_edm.acceleration`), and plain torch for the diffusers
+# --- the speed switches: the package's fast paths (`diffusers_edm.pipelines.fast_sampling`), and plain torch for the diffusers
 # baseline ------------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def numerics(config: Config, device: torch.device):
     """TF32 on for every setting but fp32 (the package's switch, global), cuDNN autotuning on; TF32 off again
     afterwards."""
-    from diffusers_edm.acceleration import set_tf32
+    from diffusers_edm.pipelines.fast_sampling import set_tf32
 
     benchmark = torch.backends.cudnn.benchmark
     set_tf32(config.dtype != "fp32")
@@ -273,7 +273,7 @@ def equivalence(images: torch.Tensor, reference: torch.Tensor) -> dict:
 def sample_edm(config: Config, device: torch.device, small: bool, iterations: int,
                redraw: bool = True) -> tuple[dict, torch.Tensor]:
     from diffusers_edm import EDMHeunScheduler, EDMPipeline
-    from diffusers_edm.acceleration import accelerate_pipeline
+    from diffusers_edm.pipelines.fast_sampling import accelerate_pipeline
 
     unet = build_model(config.model, small, redraw=redraw).to(device)
     params = count_params(unet)
@@ -343,8 +343,8 @@ def train_edm(config: Config, device: torch.device, small: bool, iterations: int
     """`iterations` timed `EDMTrainer.train_step`s (after 2 warm-up steps) with the trainer's own flags."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from diffusers_edm.training.args import parse_args
-    from diffusers_edm.training.data import EDMImageDataset
+    from diffusers_edm.commands.train import parse_args
+    from diffusers_edm.data import EDMImageDataset
     from diffusers_edm.training.trainer import EDMTrainer
 
     AcceleratorState._reset_state()  # each configuration has its own mixed precision

@@ -257,17 +257,28 @@ class IDDPMPreconditioning(Preconditioning):
     Args:
         C_1 (`float`, defaults to 0.001), C_2 (`float`, defaults to 0.008): the cosine schedule's constants.
         M (`int`, defaults to 1000): number of discrete levels.
+        levels (`list[float]`, *optional*): the table u_0 … u_M itself, when the network's own differs from the one
+            recomputed from C_1, C_2, M (an official snapshot's `u` buffer, computed in float32 on another processor,
+            may differ in the last bits); stored as float32.
     """
 
     name = "iddpm"
 
-    def __init__(self, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> None:
+    def __init__(
+        self, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, levels: list[float] | None = None
+    ) -> None:
         _check_positive(C_1=C_1)
         if not C_2 >= 0:
             raise ValueError(f"C_2 must be >= 0, got {C_2}.")
         _check_steps(M)
         self.C_1, self.C_2, self.M = C_1, C_2, M
-        self.u = iddpm_sigma_table(M, C_1, C_2, torch.float32)
+        if levels is None:
+            self.u = iddpm_sigma_table(M, C_1, C_2, torch.float32)
+        else:
+            self.u = torch.tensor(levels, dtype=torch.float32)
+            valid = self.u.shape == (M + 1,) and bool(torch.isfinite(self.u).all()) and float(self.u[-1]) == 0
+            if not (valid and bool((self.u[1:] < self.u[:-1]).all())):
+                raise ValueError(f"levels must be M + 1 = {M + 1} finite, strictly decreasing noise levels ending at 0.")
         self.sigma_min = float(self.u[M - 1])
         self.sigma_max = float(self.u[0])
 

@@ -543,11 +543,31 @@ def test_converted_official_weights_reproduce_official_denoiser(name, conformanc
     assert difference <= net["fp32_D_atol"], f"{name}: max |D - D_official| = {difference}"
 
 
-def test_iddpm_table_mismatch_is_refused(tmp_path):
+def test_iddpm_table_of_the_snapshot_is_kept(tmp_path):
+    """The official code computes iDDPM's `u` in float32 on the machine that built the network, so a snapshot from
+    another processor differs from the recomputed table in the last bits: it converts, and samples at its own levels."""
     net = CONFORMANCE["iddpm_adm_cond"]
     weights = load_file(shared_conformance_file(net["weights_file"]))
-    weights["u"] = weights["u"].clone()
-    weights["u"][500] *= 1.001
+    original = weights["u"].clone()
+    levels = torch.nextafter(original, torch.full_like(original, math.inf))  # one ulp up, as another CPU's might be
+    levels[-1] = 0
+    weights["u"] = levels
     path = write_edm_snapshot(tmp_path / "iddpm.pkl", net["precond_class"], net["constructor_kwargs"], weights)
-    with pytest.raises(ValueError, match="iDDPM table 'u' differs"):
+    convert_edm_checkpoint(path, tmp_path / "pipe")
+    pipe = EDMPipeline.from_pretrained(tmp_path / "pipe")
+    assert torch.equal(pipe.unet.precond.u, levels)
+    pipe.scheduler.set_timesteps(18, net_sigma_min=pipe.unet.sigma_min, net_sigma_max=pipe.unet.sigma_max,
+                                 round_sigma=pipe.unet.round_sigma)
+    sampled = pipe.scheduler.sigmas[:-1].to(torch.float32)
+    assert all(bool((levels == sigma).any()) for sigma in sampled)  # every step σ is one of the snapshot's levels
+    assert not any(bool((original[:-1] == sigma).any()) for sigma in sampled)  # none of the recomputed table's
+
+
+def test_iddpm_table_that_is_no_table_is_refused(tmp_path):
+    net = CONFORMANCE["iddpm_adm_cond"]
+    weights = load_file(shared_conformance_file(net["weights_file"]))
+    weights["u"] = weights["u"].flip(0)
+    path = write_edm_snapshot(tmp_path / "iddpm.pkl", net["precond_class"], net["constructor_kwargs"], weights)
+    with pytest.raises(ValueError, match="iDDPM table 'u'"):
         convert_edm_checkpoint(path, tmp_path / "pipe")
+    assert not (tmp_path / "pipe").exists()

@@ -23,7 +23,8 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-import diffusers_edm.convert_edm_checkpoint as converter
+import diffusers_edm.conversion.convert as converter
+from diffusers_edm.commands.convert import PROG as CONVERT_PROG
 from diffusers_edm.conversion.edm_snapshot import MAX_NESTING, read_edm_snapshot
 from diffusers_edm.conversion.safe_unpickler import view_problem
 from diffusers_edm.convert_edm_checkpoint import (
@@ -78,7 +79,7 @@ def assert_one_line_error(process: subprocess.CompletedProcess, text: str, statu
     assert process.returncode == status, process.stderr
     assert "Traceback" not in process.stderr
     lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], process.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{CONVERT_PROG}: error: ") and text in lines[0], process.stderr
 
 
 # --- 1: tensors are checked against their storage before anything is allocated or written --------------------------
@@ -253,7 +254,7 @@ def test_failed_verification_leaves_nothing(state_dict, tmp_path, capsys):
     assert main([str(path), str(tmp_path / "old"), "--verify", "--overwrite"]) == 1
     captured = capsys.readouterr()
     assert "VERIFICATION FAILED" in captured.out
-    assert captured.err.splitlines()[-1].startswith("error: verification failed") and "Traceback" not in captured.err
+    assert captured.err.splitlines()[-1].startswith(f"{CONVERT_PROG}: error: verification failed") and "Traceback" not in captured.err
     assert [p.name for p in (tmp_path / "old").iterdir()] == ["README.md"] and leftovers(tmp_path) == []
 
 
@@ -368,11 +369,12 @@ def test_command_line_mistakes_are_one_line_errors(case, snapshot_path, state_di
 
 def test_command_line_disk_full_is_a_one_line_error(snapshot_path, tmp_path):
     code = ("import errno, sys\n"
-            "import diffusers_edm.convert_edm_checkpoint as converter\n"
+            "import diffusers_edm.conversion.convert as converter\n"
+            "from diffusers_edm.commands.convert import main\n"
             "def disk_full(*args):\n"
             "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
             "converter.write_sampler_settings = disk_full\n"
-            "sys.exit(converter.main(sys.argv[1:]))\n")
+            "sys.exit(main(sys.argv[1:]))\n")
     assert_one_line_error(run_cli(str(snapshot_path), str(tmp_path / "pipe"), code=code), "no space left on device")
     assert list(tmp_path.iterdir()) == []
 

@@ -1,4 +1,4 @@
-"""Tests of `diffusers_edm.training.data`, the data layer of `train_edm.py`. Offline: every image is made here."""
+"""Tests of `diffusers_edm.data`, the data layer of `train_edm.py`. Offline: every image is made here."""
 
 import os
 
@@ -22,9 +22,10 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from diffusers_edm.training import data  # noqa: E402
-from diffusers_edm.training.data import DataConfig, DatasetError, EDMImageDataset, build_dataset  # noqa: E402
-from diffusers_edm.training.data_cache import DecodedImageFile  # noqa: E402
+from diffusers_edm.data import dataset as data_module  # noqa: E402
+from diffusers_edm.data import DataConfig, EDMImageDataset, build_dataset  # noqa: E402
+from diffusers_edm.errors import DatasetError  # noqa: E402
+from diffusers_edm.data.cache import DecodedImageFile  # noqa: E402
 from diffusers_edm.training.trainer import StreamBatchSampler  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def test_digits_unconditional_and_other_resolution():
 
 def test_xflip_appends_mirrored_copies():
     plain = build_dataset(DataConfig(resolution=8))
-    flipped = build_dataset(DataConfig(resolution=8, random_flip=True))
+    flipped = build_dataset(DataConfig(resolution=8, xflip=True))
     assert len(flipped) == 2 * len(plain) == 2 * 1797 and flipped.num_images == 1797
     for index in (0, 17, 1796):
         image, label = flipped[index]
@@ -137,7 +138,7 @@ def test_xflip_appends_mirrored_copies():
 
 
 def test_max_train_samples_is_a_seeded_subset_before_xflip():
-    dataset = build_dataset(DataConfig(resolution=8, max_train_samples=100, seed=3, random_flip=True))
+    dataset = build_dataset(DataConfig(resolution=8, max_train_samples=100, seed=3, xflip=True))
     assert dataset.num_images == 100 and len(dataset) == 200
     # EDM semantics: shuffle arange(N) with RandomState(seed), keep the first max_size indices, sorted.
     order = np.arange(1797)
@@ -259,7 +260,7 @@ def test_conditional_names_the_unlabelled_file(tmp_path, caplog):
     _save(tmp_path / "stray.png", _random_uint8(2, (4, 4, 3)))
     with pytest.raises(DatasetError, match=r"stray\.png has none.*--unconditional"):
         build_dataset(DataConfig(train_data_dir=str(tmp_path), conditional=True))
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path)))
     assert dataset.num_classes == 0 and len(dataset) == 3
     assert "stray.png" in caplog.text and "unconditionally" in caplog.text
@@ -318,7 +319,7 @@ def test_edm_zip_without_dataset_json_is_unlabelled(tmp_path):
 def test_edm_folder_with_null_labels(tmp_path):
     arrays = [_save(tmp_path / _edm_name(i), _random_uint8(i, (4, 4, 3))) for i in range(3)]
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": None}))
-    dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path), random_flip=True))
+    dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path), xflip=True))
     assert len(dataset) == 6 and dataset.num_classes == 0 and dataset[0][1].shape == (0,)
     torch.testing.assert_close(dataset[4][0], torch.flip(_expected(arrays[1]), dims=[2]), rtol=0, atol=0)
     with pytest.raises(DatasetError, match=r"img00000000\.png.*--unconditional"):
@@ -441,7 +442,7 @@ def test_center_crop_and_lanczos_resize(tmp_path):
 def test_resolution_resizes_mixed_sizes_and_stretches_non_square(tmp_path, caplog):
     small = _save(tmp_path / "a.png", _random_uint8(0, (4, 4, 3)))
     _save(tmp_path / "b.png", _random_uint8(1, (10, 6, 3)))
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path), resolution=4))
     assert dataset.resolution == 4 and len(dataset) == 2
     torch.testing.assert_close(dataset[0][0], _expected(small), rtol=0, atol=0)  # already 4x4: untouched
@@ -467,7 +468,7 @@ def test_mixed_grayscale_and_colour_become_rgb_whatever_the_order_and_are_report
     gray = _save(tmp_path / "a.png", _random_uint8(0, (4, 4)))
     rgb = _save(tmp_path / "b.png", _random_uint8(1, (4, 4, 3)))
     rgba = _save(tmp_path / "c.png", _random_uint8(2, (4, 4, 4)), mode="RGBA")
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path)))
     assert dataset.num_channels == 3
     torch.testing.assert_close(dataset[0][0], _expected(np.repeat(gray[:, :, None], 3, axis=2)), rtol=0, atol=0)
@@ -620,7 +621,7 @@ def test_cached_dataset_gives_the_same_items_and_batches_as_in_memory(source, tm
     else:
         root, _ = parquet_dataset
         config = DataConfig(dataset_name=str(root), image_column="img", label_column="digit", cache_dir=str(tmp_path))
-    config.random_flip = True
+    config.xflip = True
     eager = build_dataset(dataclasses.replace(config, in_memory=True))
     cache_dir = tmp_path / "decoded"
     lazy = build_dataset(dataclasses.replace(config, in_memory=False, decoded_cache_dir=str(cache_dir), num_workers=2))
@@ -639,7 +640,7 @@ def test_mixed_modes_are_widened_to_rgb_in_the_cache_and_warned_again_on_reuse(t
     folder = _mixed_folder(tmp_path / "images")
     cache_dir = str(tmp_path / "decoded")
     config = DataConfig(train_data_dir=str(folder), resolution=8, in_memory=False, decoded_cache_dir=cache_dir)
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         built = build_dataset(config)
         assert caplog.text.count("mix grayscale and colour") == 1 and caplog.text.count("is stretched to 8x8") == 1
         caplog.clear()
@@ -657,7 +658,7 @@ def test_cache_is_reused_without_decoding_and_rebuilt_when_the_data_change(tmp_p
     cache_dir = tmp_path / "decoded"
     config = DataConfig(train_data_dir=str(folder), in_memory=False, decoded_cache_dir=str(cache_dir))
     build_dataset(config)
-    with mock.patch.object(data, "_decode_images", side_effect=AssertionError("decoded again")):
+    with mock.patch.object(data_module, "decode_images", side_effect=AssertionError("decoded again")):
         reused = build_dataset(config)
     assert torch.equal(reused[4][0], _expected(arrays[4]))
     # Another preparation of the same folder is another cache, kept alongside.
@@ -717,7 +718,7 @@ def test_small_data_stay_in_memory_unless_larger_than_the_limit(tmp_path, monkey
     cache_dir = tmp_path / "decoded"
     config = DataConfig(train_data_dir=str(folder), decoded_cache_dir=str(cache_dir))
     assert isinstance(build_dataset(config)._images, torch.Tensor) and not cache_dir.exists()
-    monkeypatch.setattr(data, "IN_MEMORY_MAX_BYTES", 4 * 8 * 8 * 3 - 1)
+    monkeypatch.setattr(data_module, "IN_MEMORY_MAX_BYTES", 4 * 8 * 8 * 3 - 1)
     assert isinstance(build_dataset(config)._images, DecodedImageFile)
     assert _cache_files(cache_dir) == [".json", ".npy"]
 

@@ -304,7 +304,7 @@ def test_inception_offline_names_the_url_and_the_flag(tmp_path, monkeypatch):
 
 
 def test_packaged_digits_network_recognises_the_real_digits_and_their_statistics():
-    from diffusers_edm.training.data import DataConfig, build_dataset
+    from diffusers_edm.data import DataConfig, build_dataset
 
     detector = load_detector("digits")
     dataset = build_dataset(DataConfig())

@@ -1,4 +1,4 @@
-"""The fast sampling paths of `EDMPipeline` (`diffusers_edm.acceleration`): a sampling loop without host
+"""The fast sampling paths of `EDMPipeline` (`diffusers_edm.pipelines.fast_sampling`): a sampling loop without host
 synchronisation, compiled sampling without recompilation, reduced-precision backbones with the preconditioning and
 the sampler state kept in full precision, and the `--fast`/`--dtype`/`--compile`/... flags of the generation and FID
 command lines."""
@@ -26,7 +26,7 @@ from diffusers_edm import (
     EDMPipeline,
     EDMPreconditionedUNet2DModel,
 )
-from diffusers_edm.acceleration import (
+from diffusers_edm.pipelines.fast_sampling import (
     accelerate_pipeline,
     measure_compilation,
     resolve_fast_settings,

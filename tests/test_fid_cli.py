@@ -14,7 +14,7 @@ import scipy.linalg
 
 from diffusers_edm.fid import main
 from diffusers_edm.generate import main as generate_main
-from diffusers_edm.training.data import DataConfig, build_dataset
+from diffusers_edm.data import DataConfig, build_dataset
 
 from .evaluation_helpers import mean_and_covariance, random_images, tiny_features, write_detector, write_images
 from .test_generate import save_tiny_pipeline

@@ -14,17 +14,9 @@ import pytest
 import torch
 
 from diffusers_edm import EDMAblationScheduler, EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
-from diffusers_edm.generate import (
-    build_parser,
-    build_scheduler,
-    image_path,
-    main,
-    parse_seeds,
-    rank_batches,
-    resolve_num_inference_steps,
-    scheduler_overrides,
-    split_seeds,
-)
+from diffusers_edm.commands.common import parse_seeds
+from diffusers_edm.commands.generate import build_parser, image_path, main, rank_batches, split_seeds
+from diffusers_edm.commands.sampling import build_scheduler, resolve_num_inference_steps, scheduler_overrides
 from diffusers_edm.sampler_presets import SAMPLER_PRESETS
 
 from .helpers import randomize_, tiny_unet_kwargs

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 import yaml
 
-from diffusers_edm.training.args import parse_args
+from diffusers_edm.commands.train import parse_args
 from diffusers_edm.training.evaluation import EvaluationScores
 from diffusers_edm.training.hub import STAGING_FOLDER, HubPublisher
 from diffusers_edm.training.loss import EDMLoss
@@ -24,7 +24,7 @@ from diffusers_edm.training.model_card import (
     split_front_matter,
     write_model_card,
 )
-from diffusers_edm.training.trainer import public_config
+from diffusers_edm.training.run_setup import public_config
 
 HUB = "diffusers_edm.training.hub"
 TOKEN = "hf_SECRETtoken123"
@@ -204,17 +204,16 @@ def test_card_shows_no_local_paths(tmp_path) -> None:
                             evaluation=scores(tmp_path)).read_text()
     assert str(tmp_path) not in text and str(Path.home()) not in text and "/me/" not in text
     assert "hub_token_file" not in text and "token.txt" not in text
-    for row in ("| `output_dir` | `run` |", "| `train_data_dir` | `images` |", "| `eval_ref` | `ref.npz` |",
-                "| `resume_from_checkpoint` | `checkpoint-3` |", "| `model_config` | `model.json` |"):
+    for row in ("| image folder | `images` |", "| model config | `model.json` |"):
         assert row in text
+    assert "output_dir" not in text and "resume_from_checkpoint" not in text  # not what a reader of the card needs
     assert "image folder images" in text and "my-dataset" in text and "datasets:" not in text
 
 
-def test_hub_dataset_and_urls_are_shown(tmp_path) -> None:
-    url = "https://example.com/refs/cifar10-32x32.npz"
-    config = card_kwargs(tmp_path)["config"] | {"eval_ref": url, "dataset_name": "me/digits"}
+def test_hub_dataset_is_shown(tmp_path) -> None:
+    config = card_kwargs(tmp_path)["config"] | {"dataset_name": "me/digits"}
     text = write_model_card(tmp_path, **card_kwargs(tmp_path, config=config, hub_dataset="me/digits")).read_text()
-    assert f"| `eval_ref` | `{url}` |" in text and "| `dataset_name` | `me/digits` |" in text
+    assert "| dataset | `me/digits` |" in text
     assert split_front_matter(text)[0]["datasets"] == ["me/digits"]
 
 

@@ -19,9 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel, generate
-from diffusers_edm.generate import check_model_folder, main, parse_seeds
-from diffusers_edm.training.data import DataConfig, DatasetError, build_dataset
+from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
+from diffusers_edm.commands import common as command_common
+from diffusers_edm.commands.common import parse_seeds
+from diffusers_edm.commands.generate import main
+from diffusers_edm.pipelines.saved_folders import check_model_folder
+from diffusers_edm.data import DataConfig, build_dataset
+from diffusers_edm.errors import DatasetError
 
 from .helpers import randomize_, tiny_unet_kwargs
 from .test_generate import save_tiny_pipeline
@@ -131,7 +135,7 @@ def test_grayscale_and_colour_mix_is_rgb_in_any_order_with_one_warning(tmp_path,
     # Colour first, grayscale later (sort order): the grayscale images are copied to three channels.
     rgb = save_png(tmp_path / "a.png", colour(0))
     mono = [save_png(tmp_path / f"b{i}.png", gray(i)) for i in range(2)]
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         dataset = build_dataset(DataConfig(train_data_dir=str(tmp_path)))
     assert dataset.num_channels == 3
     assert torch.equal(dataset[0][0], as_tensor(rgb))
@@ -145,7 +149,7 @@ def test_grayscale_and_colour_mix_is_rgb_in_any_order_with_one_warning(tmp_path,
     only_gray = tmp_path / "gray"
     for i in range(2):
         save_png(only_gray / f"{i}.png", gray(i))
-    with caplog.at_level(logging.WARNING, logger="diffusers_edm.training.data"):
+    with caplog.at_level(logging.WARNING, logger="diffusers_edm.data"):
         assert build_dataset(DataConfig(train_data_dir=str(only_gray))).num_channels == 1
     assert "mix grayscale" not in caplog.text
 
@@ -332,7 +336,7 @@ def test_model_that_is_not_a_folder_is_one_line(target, message, model, tmp_path
 
 
 def test_huge_seed_ranges_are_refused_before_allocating(tmp_path, monkeypatch):
-    monkeypatch.setattr(generate, "MAX_SEEDS", 10)
+    monkeypatch.setattr(command_common, "MAX_SEEDS", 10)
     assert parse_seeds("5-14") == list(range(5, 15))
     with pytest.raises(ValueError, match=r"The seed list '0,2-11' holds 11 seeds, more than the limit of 10 per run"):
         parse_seeds("0,2-11")

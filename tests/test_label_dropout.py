@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusers_edm import EDMPreconditionedUNet2DModel
-from diffusers_edm.training.args import parse_args
+from diffusers_edm.commands.train import parse_args
 from diffusers_edm.training.run_setup import TrainingError, build_model
 
 from .helpers import tiny_unet_kwargs

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffusers_edm.commands.train import parse_args, train
 from diffusers_edm.training import trainer
-from diffusers_edm.training.args import parse_args
 
 from .test_training import TINY, final_weights
 
@@ -35,7 +35,7 @@ def _train(out, folder, steps, *extra, **data_options):
         return build_dataset(dataclasses.replace(config, **data_options))
 
     with mock.patch.object(trainer, "build_dataset", build_with_options):
-        trainer.train(args)
+        train(args)
 
 
 def test_cached_data_in_workers_trains_and_resumes_like_data_in_memory(tmp_path):

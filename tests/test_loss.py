@@ -9,7 +9,7 @@ import torch
 from diffusers_edm import edm_preconditioning
 from diffusers_edm.models.unet_edm import EDMPreconditionedUNet2DModel
 from diffusers_edm.preconditioning import make_preconditioning
-from diffusers_edm.training.args import TrainingError
+from diffusers_edm.errors import TrainingError
 from diffusers_edm.training.augment import AugmentPipe
 from diffusers_edm.training.loss import (
     EDMLoss,

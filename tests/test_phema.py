@@ -15,7 +15,7 @@ from torch import nn
 from diffusers_edm.pipelines.pipeline_edm import EDMPipeline
 from diffusers_edm.reconstruct_phema import RECORD_NAME
 from diffusers_edm.reconstruct_phema import main as reconstruct_main
-from diffusers_edm.training.args import TrainingError
+from diffusers_edm.errors import TrainingError
 from diffusers_edm.training.phema import (
     MAX_STD,
     PowerFunctionEMA,

@@ -21,7 +21,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from diffusers_edm import EDMAblationScheduler, EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
-from diffusers_edm.pipelines.pipeline_edm import SUPPORTED_SCHEDULERS
+from diffusers_edm.pipelines.scheduler_families import SUPPORTED_SCHEDULERS
 
 from .helpers import randomize_, tiny_unet_kwargs
 
@@ -162,15 +162,14 @@ def test_raw_network_modes_of_edm_heun_keep_the_official_noise_stream():
 
 
 def test_compatibles_are_the_schedulers_the_pipeline_runs():
-    """`_compatibles` names exactly the schedulers EDMPipeline runs (diffusers resolves only its own names in
-    `compatibles`), and each runs in the pipeline when built from the pipeline's config, except
+    """`_compatibles` names exactly the schedulers EDMPipeline runs (diffusers resolves them all, EDM's own included,
+    as the package names them in diffusers' namespace), and each runs in the pipeline when built from the pipeline's
+    config, except
     EDMDPMSolverMultistepScheduler, which does not implement the "sample" mode the config names and is refused with
     the fix (see test_what_cannot_run_is_refused_naming_what_can)."""
     for scheduler_class in (EDMHeunScheduler, EDMAblationScheduler):
         assert set(scheduler_class._compatibles) == set(SUPPORTED_SCHEDULERS) - {scheduler_class.__name__}
-    assert set(EDMHeunScheduler().compatibles) == {EDMEulerScheduler, EDMDPMSolverMultistepScheduler,
-                                                    DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                                                    HeunDiscreteScheduler}
+    assert {cls.__name__ for cls in EDMHeunScheduler().compatibles} == set(SUPPORTED_SCHEDULERS)
     for scheduler_class in EDMHeunScheduler().compatibles:
         config = EDM_CONFIG if scheduler_class is not EDMDPMSolverMultistepScheduler else {**EDM_CONFIG,
                                                                                           "prediction_type": "epsilon"}
@@ -252,15 +251,15 @@ def test_interrupt_from_a_callback_stops_before_the_next_evaluation(attribute):
     assert pipe.interrupt is False and len(pipe.unet.calls) == 3 + 11
 
 
-def test_a_unet_that_is_not_an_edm_denoiser_is_a_value_error_naming_the_argument():
+def test_a_unet_that_is_not_an_edm_denoiser_is_a_type_error_naming_the_argument():
     raw = UNet2DModel(**tiny_unet_kwargs())
-    with pytest.raises(ValueError, match=r"unet must be an EDMPreconditionedUNet2DModel .*got UNet2DModel.*backbone"):
+    with pytest.raises(TypeError, match=r"unet must be an EDMPreconditionedUNet2DModel .*got UNet2DModel.*backbone"):
         EDMPipeline(unet=raw, scheduler=EDMHeunScheduler())
     pipe = gaussian_pipeline(EDMHeunScheduler())
     pipe.unet = raw
-    with pytest.raises(ValueError, match=r"unet must be an EDMPreconditionedUNet2DModel"):
+    with pytest.raises(TypeError, match=r"unet must be an EDMPreconditionedUNet2DModel"):
         pipe(num_inference_steps=2)
-    with pytest.raises(ValueError, match=r"guide_unet must be an EDMPreconditionedUNet2DModel"):
+    with pytest.raises(TypeError, match=r"guide_unet must be an EDMPreconditionedUNet2DModel"):
         EDMPipeline(unet=GaussianDenoiser(), scheduler=EDMHeunScheduler(), guide_unet=raw)
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from diffusers_edm.models.unet_edm import EDMPreconditionedUNet2DModel
-from diffusers_edm.training.args import TrainingError, build_parser
+from diffusers_edm.commands.train import build_parser
+from diffusers_edm.errors import TrainingError
 from diffusers_edm.training.model_config import (
     count_parameters,
     edm_augment_dim,

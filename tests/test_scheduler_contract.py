@@ -127,10 +127,13 @@ def test_compatibles(config):
     """Every compatible diffusers scheduler built from the config gives it back unchanged (diffusers compares all
     the original's keys; `_use_default_values` is compared by content: none is marked on either side)."""
     scheduler = EDMHeunScheduler(**config)
-    assert set(scheduler.compatibles) == {EDMEulerScheduler, EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler,
+    assert set(scheduler.compatibles) == {EDMHeunScheduler, EDMAblationScheduler, EDMEulerScheduler,
+                                          EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler,
                                           HeunDiscreteScheduler, DPMSolverMultistepScheduler}
     init_keys = set(inspect.signature(EDMHeunScheduler.__init__).parameters)
     for compatible_class in scheduler.compatibles:
+        if compatible_class is EDMAblationScheduler and scheduler.config.prediction_type != "sample":
+            continue  # the ablation sampler runs D-models only
         compatible = compatible_class.from_config(scheduler.config)
         new_scheduler = EDMHeunScheduler.from_config(compatible.config)
         public = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}

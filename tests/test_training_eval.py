@@ -14,8 +14,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from diffusers_edm import EDMPipeline
-from diffusers_edm.training.args import parse_args
-from diffusers_edm.training.data import DataConfig, build_dataset
+from diffusers_edm.commands.train import parse_args
+from diffusers_edm.data import DataConfig, build_dataset
 from diffusers_edm.training.evaluation import EvaluationScores
 from diffusers_edm.training.loss import EDMLoss
 from diffusers_edm.training.model_card import write_model_card
@@ -85,7 +85,7 @@ def test_launched_run_logs_caches_the_reference_and_fills_the_card(launched_run)
     assert values["FD (latest, 24 samples)"].metric_value == records[-1]["fd"]
     assert values["FD (best, 24 samples)"].metric_value == min(record["fd"] for record in records)
     result = values["FD (latest, 24 samples)"]
-    assert result.metric_type == "fd" and result.task_type == "unconditional-image-generation"
+    assert result.metric_type == "fd" and result.task_type == "image-generation"  # conditional
     assert result.dataset_name.startswith("scikit-learn digits")
     section = ModelCard.load(out / "README.md").text.split("## Evaluation")[1].split("## Usage")[0]
     assert "from 24 samples" in section and "`tiny.pt`" in section and "/" not in section.replace("0-23", "")

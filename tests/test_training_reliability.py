@@ -20,7 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusers_edm.training.args import TrainingError, parse_args
+from diffusers_edm.commands.train import parse_args
+from diffusers_edm.errors import TrainingError
 from diffusers_edm.training.checkpoint import (
     CONFIG,
     EMA,
@@ -33,7 +34,8 @@ from diffusers_edm.training.checkpoint import (
     prune_checkpoints,
 )
 from diffusers_edm.training.hub import COMMAND_LINE_TOKEN_WARNING
-from diffusers_edm.training.trainer import EDMTrainer, train
+from diffusers_edm.commands.train import train
+from diffusers_edm.training.trainer import EDMTrainer
 
 from .test_training import REPO_ROOT, TINY, make_args
 
@@ -182,9 +184,9 @@ def test_resume_with_other_settings_points_to_the_checkpoint_settings(run):
         EDMTrainer(make_args(run, "--max_train_steps", "3", "--resume_from_checkpoint", "latest",
                              "--model_channels", "16")).train()
     message = str(error.value)
-    assert f"{run / 'checkpoint-2' / MODEL} cannot be loaded into this run (Error(s) in loading state_dict" in message
-    assert "size mismatch" in message and "\n" not in message
-    assert f"use those in {run / 'checkpoint-2' / CONFIG}" in message
+    assert f"cannot resume from {run / 'checkpoint-2'} with other settings: --model_channels 16 (the checkpoint's:" \
+        " 8)" in message and "\n" not in message
+    assert f"Resume with the checkpoint's settings (in {run / 'checkpoint-2' / CONFIG})" in message
     assert json.loads((run / "checkpoint-2" / CONFIG).read_text())["model_channels"] == 8
 
 

@@ -13,10 +13,13 @@ from safetensors.torch import load_file
 
 from diffusers_edm import EDMPipeline
 from diffusers_edm.training import trainer as trainer_module
-from diffusers_edm.training.args import TrainingError, parse_args, resolve_batch_sizes
+from diffusers_edm.commands.train import parse_args
+from diffusers_edm.errors import TrainingError
+from diffusers_edm.training.settings import resolve_batch_sizes
 from diffusers_edm.training.loss import EDMLoss, VELoss, VPLoss
 from diffusers_edm.training.run_setup import dry_run
-from diffusers_edm.training.trainer import EDMTrainer, train
+from diffusers_edm.commands.train import train
+from diffusers_edm.training.trainer import EDMTrainer
 
 from .test_training import TINY, final_weights, make_args
 

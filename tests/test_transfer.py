@@ -8,7 +8,7 @@ import torch
 from diffusers import UNet2DModel
 
 from diffusers_edm import EDMHeunScheduler, EDMPipeline, EDMPreconditionedUNet2DModel
-from diffusers_edm.training.args import TrainingError
+from diffusers_edm.errors import TrainingError
 from diffusers_edm.training.model_config import native_model_config
 from diffusers_edm.training.transfer import (
     PretrainedDenoiser,

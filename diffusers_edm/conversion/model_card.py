@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCardData
 
+from ..pipelines.remote_code import INSTALL_HINT
 from ..sampler_presets import SamplerPreset
 from .edm_snapshot import EDMSnapshot
 from .paper_results import PaperResult, paper_result
@@ -174,8 +175,9 @@ images = pipe(batch_size=8,{labels_argument} num_inference_steps=steps,
               generator=torch.Generator().manual_seed(0)).images
 ```
 
-`pip install diffusers-edm` first. `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)` also works once
-the package is installed. `pipe.unet(x, sigma, class_labels)` is the denoiser D(x; σ) of the paper (Eq. 7).
+{INSTALL_HINT}. `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)` also works once it is installed:
+the folder's `pipeline_diffusers_edm.py` only imports it. `pipe.unet(x, sigma, class_labels)` is the denoiser D(x; σ)
+of the paper (Eq. 7).
 
 ## Citation
 

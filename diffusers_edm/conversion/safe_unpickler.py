@@ -25,10 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
-    """Raised when a pickle references code that an EDM snapshot never needs (e.g. `os.system`), or a tensor storage
-    that `torch.load(weights_only=True)` refuses. Nothing from the file has been executed when it is raised."""
+from ..errors import UnsafeCheckpointError
 
 
 @dataclass

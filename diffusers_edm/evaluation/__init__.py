@@ -3,8 +3,8 @@
 summed over processes, reference `.npz` files and the Fréchet distance. `python -m diffusers_edm.fid` is its command
 line."""
 
+from ..errors import EvaluationError
 from .detectors import DETECTOR_NAMES, DetectorError, FeatureDetector, load_detector
-from .errors import EvaluationError
 from .features import compute_statistics
 from .reference import ReferenceStatisticsError, load_reference, save_reference
 from .sources import ImageFiles, ImageSourceError, dataset_images, generated_images

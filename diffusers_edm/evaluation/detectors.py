@@ -12,7 +12,10 @@ native size on its device and returns float32 features (B, D):
   package, for the digits demo and its write-ups.
 * a path to any TorchScript file called like Inception: `net(images_uint8, return_features=True)` → (B, D).
 
-TorchScript files are loaded with `torch.jit.load`, which runs TorchScript code only, never pickled Python objects.
+TorchScript files are loaded with `torch.jit.load`, which never unpickles Python objects; but TorchScript code can reach
+the user's files (`torch.from_file`), so a file that is not pinned (by checksum or its official URL) must pass the
+checks of [`diffusers_edm.evaluation.torchscript_check`] (tensor arithmetic only) or be trusted explicitly
+(`trust=True`, `--trust_detector`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .downloads import DownloadError, cached_download, check_sha256
-from .errors import EvaluationError, first_line
+from ..errors import DetectorError, DownloadError, first_line
+from .downloads import cached_download, check_sha256, sha256_of
+from .torchscript_check import check_torchscript_archive, check_torchscript_operators
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 """NVIDIA's TorchScript Inception: the same translation of TF `inception-2015-12-05` that EDM's `fid.py` loads from
@@ -42,16 +46,15 @@ DINOV2_MODEL_ID = "facebook/dinov2-large"
 DIGITS_DETECTOR_FILE = Path(__file__).with_name("digits_features.pt")
 """The package's digits feature network (made by `benchmarks/digits_detector.py`)."""
 
+DIGITS_DETECTOR_SHA256 = "c08d979c0b265551cc331e6722462c2fce5b3dc1b12f830377e2c720bfac69b2"
+"""SHA-256 of [`DIGITS_DETECTOR_FILE`], checked before it is loaded."""
+
 DETECTOR_NAMES = ("inception", "dinov2", "digits")
 """Detectors known by name; anything else is read as the path of a TorchScript file."""
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _DINOV2_RESOLUTION = 224
-
-
-class DetectorError(EvaluationError):
-    """A detector cannot be loaded or used; the message says what to pass instead."""
 
 
 class FeatureDetector:
@@ -81,10 +84,15 @@ class TorchScriptDetector(FeatureDetector):
         path (`str` or `os.PathLike`): the TorchScript file.
         name (`str`, *optional*): the detector's name (default: the path).
         metric (`str`, defaults to "fd"): the distance's name in results.
+        trusted (`bool`, defaults to `False`): skip the checks of [`check_torchscript_archive`] and
+            [`check_torchscript_operators`] (for pinned files, or files the user vouches for).
     """
 
-    def __init__(self, path: str | os.PathLike, name: str | None = None, metric: str = "fd") -> None:
+    def __init__(self, path: str | os.PathLike, name: str | None = None, metric: str = "fd",
+                 trusted: bool = False) -> None:
         self.name, self.metric = name or str(path), metric
+        if not trusted:
+            check_torchscript_archive(path)
         try:
             with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; NVIDIA's detector is TorchScript
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -92,6 +100,8 @@ class TorchScriptDetector(FeatureDetector):
         except (RuntimeError, ValueError, OSError) as error:
             raise DetectorError(f"Could not load the detector {path} as TorchScript ({first_line(error)}); pass a file"
                                 " written by torch.jit.save (e.g. NVIDIA's inception-2015-12-05.pt).") from error
+        if not trusted:
+            check_torchscript_operators(self.net, path)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,7 +151,9 @@ class DINOv2Detector(FeatureDetector):
         return self
 
 
-def load_detector(detector: str = "inception", detector_path: str | os.PathLike | None = None) -> FeatureDetector:
+def load_detector(
+    detector: str = "inception", detector_path: str | os.PathLike | None = None, trust: bool = False
+) -> FeatureDetector:
     """
     A detector by name or TorchScript path (see the module docstring).
 
@@ -150,6 +162,8 @@ def load_detector(detector: str = "inception", detector_path: str | os.PathLike 
         detector_path (`str` or `os.PathLike`, *optional*): a local copy of the named detector: the Inception `.pt`
             file (otherwise downloaded once into the Hugging Face cache folder) or a folder holding the DINOv2 model
             (otherwise `facebook/dinov2-large` from the Hub or its cache).
+        trust (`bool`, defaults to `False`): run a TorchScript file that is not pinned without checking its
+            operators (see [`diffusers_edm.evaluation.torchscript_check`]).
 
     Raises:
         DetectorError: unknown name, missing or unreadable file, no network offline (the message names the URL and
@@ -162,20 +176,26 @@ def load_detector(detector: str = "inception", detector_path: str | os.PathLike 
         if not os.path.isfile(detector):
             raise DetectorError(f"Unknown detector {detector!r}: use one of {', '.join(DETECTOR_NAMES)} or the path"
                                 " of a TorchScript file called as net(images_uint8, return_features=True).")
-        return TorchScriptDetector(detector)
+        return TorchScriptDetector(detector, trusted=trust)
     if detector == "dinov2":
         return DINOv2Detector(str(detector_path) if detector_path is not None else DINOV2_MODEL_ID)
     if detector == "digits":
         if detector_path is not None:
             raise DetectorError("--detector_path does not apply to the digits detector, which ships with the package.")
-        return TorchScriptDetector(DIGITS_DETECTOR_FILE, name="digits", metric="fd_digits")
-    return TorchScriptDetector(_inception_file(detector_path), name="inception", metric="fid")
+        if sha256_of(DIGITS_DETECTOR_FILE) != DIGITS_DETECTOR_SHA256:
+            raise DetectorError(f"{DIGITS_DETECTOR_FILE} is not the digits detector diffusers-edm ships (its SHA-256"
+                                " differs); reinstall diffusers-edm.")
+        return TorchScriptDetector(DIGITS_DETECTOR_FILE, name="digits", metric="fd_digits", trusted=True)
+    path, pinned = _inception_file(detector_path)
+    return TorchScriptDetector(path, name="inception", metric="fid", trusted=pinned or trust)
 
 
-def _inception_file(detector_path: str | os.PathLike | None) -> Path:
+def _inception_file(detector_path: str | os.PathLike | None) -> tuple[Path, bool]:
+    """The Inception file, and whether it is pinned: downloaded from its official URL (checked against the checksum
+    recorded at that download), or a local copy matching a published checksum."""
     if detector_path is None:
         try:
-            return cached_download(INCEPTION_URL, "detectors", flag="--detector_path", sha256=INCEPTION_SHA256)
+            return cached_download(INCEPTION_URL, "detectors", flag="--detector_path", sha256=INCEPTION_SHA256), True
         except DownloadError as error:
             raise DetectorError(str(error)) from error
     path = Path(detector_path)
@@ -186,4 +206,4 @@ def _inception_file(detector_path: str | os.PathLike | None) -> Path:
             check_sha256(path, INCEPTION_SHA256, f"--detector_path {path}", "--detector_path")
         except DownloadError as error:
             raise DetectorError(f"{error} For another feature network use --detector {path}.") from error
-    return path
+    return path, INCEPTION_SHA256 is not None

@@ -14,14 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
-from .errors import EvaluationError
-
-_TRUE = ("1", "on", "yes", "true")
-
-
-class DownloadError(EvaluationError):
-    """A file could not be fetched or failed its checksum; the message names the URL and the flag to pass a local
-    copy with."""
+from ..environment import offline
+from ..errors import DownloadError
 
 
 def is_url(text: str) -> bool:
@@ -32,11 +26,6 @@ def is_url(text: str) -> bool:
 def cache_folder(kind: str) -> Path:
     """`$HF_HOME/diffusers_edm/<kind>` (by default `~/.cache/huggingface/diffusers_edm/<kind>`)."""
     return Path(constants.HF_HOME) / "diffusers_edm" / kind
-
-
-def offline() -> bool:
-    """Whether Hugging Face offline mode is on (`HF_HUB_OFFLINE=1`)."""
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -54,7 +43,7 @@ def cached_download(url: str, kind: str, flag: str, sha256: str | None = None) -
     renamed, so an interrupted download never leaves a partial file in place).
 
     Args:
-        url (`str`): the file's URL; its last path component names the cached file.
+        url (`str`): the file's URL; the cached file is named by a digest of the whole URL and its last component.
         kind (`str`): cache sub-folder, e.g. "detectors".
         flag (`str`): the command-line flag that takes a local copy instead, named in errors.
         sha256 (`str`, *optional*): expected checksum of the file, checked after the download and on every later use.
@@ -64,7 +53,9 @@ def cached_download(url: str, kind: str, flag: str, sha256: str | None = None) -
     Raises:
         DownloadError: offline mode is on and the file is not cached, the download failed, or the checksum differs.
     """
-    name = Path(urllib.parse.urlparse(url).path).name or "download"
+    # Keyed by the whole URL: two URLs with the same file name (e.g. the same statistics file name on two servers) are
+    # two cache entries.
+    name = f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{Path(urllib.parse.urlparse(url).path).name or 'download'}"
     path = cache_folder(kind) / name
     record = path.with_name(name + ".sha256")
     if not path.is_file():

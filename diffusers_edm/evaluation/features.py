@@ -15,8 +15,8 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..errors import EvaluationError
 from .detectors import DetectorError, FeatureDetector
-from .errors import EvaluationError
 from .statistics import FeatureStatistics
 
 BatchLoader = Callable[[Sequence[int]], torch.Tensor]

@@ -7,18 +7,19 @@ files written by [`save_reference`] load in `fid.py`. They are read with `allow_
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ReferenceStatisticsError
 from .downloads import cached_download, is_url
-from .errors import EvaluationError
 
-
-class ReferenceStatisticsError(EvaluationError):
-    """A reference statistics file is missing, unreadable or malformed; the message names the file and the fix."""
+MAX_FEATURES = 100_000
+"""Most features a reference file may hold (Inception has 2048, DINOv2 ViT-L 1024): a file declaring more is refused
+before its arrays are read."""
 
 
 def save_reference(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> Path:
@@ -33,9 +34,12 @@ def save_reference(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -
     if path.parent != Path("."):
         path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".tmp")
-    with open(staging, "wb") as f:
-        np.savez(f, mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64))
-    os.replace(staging, path)
+    try:
+        with open(staging, "wb") as f:
+            np.savez(f, mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64))
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
     return path
 
 
@@ -62,6 +66,7 @@ def load_reference(source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             " --dest REF.npz` or pass the path or URL of an existing .npz."
         )
     try:
+        _check_declared_shapes(path, name)
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in ("mu", "sigma") if key not in data.files]
             if missing:
@@ -85,4 +90,36 @@ def load_reference(source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ReferenceStatisticsError(f"{name} holds non-finite statistics; recompute them with `python -m"
                                        " diffusers_edm.fid ref`.")
+    _check_covariance(sigma, name)
     return mu, sigma
+
+
+def _check_declared_shapes(path: Path, name: str) -> None:
+    """Reads the `.npy` headers of the archive's arrays before any array: more than `MAX_FEATURES` features, or an
+    array larger than its stored bytes allow, is refused before memory is allocated for it."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+            if any(size > MAX_FEATURES for size in shape):
+                raise ReferenceStatisticsError(f"{name}: {info.filename} declares shape {shape}, more than"
+                                               f" {MAX_FEATURES:,} features; it is not a statistics file.")
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise ReferenceStatisticsError(f"{name}: {info.filename} declares shape {shape} but holds only"
+                                               f" {info.file_size:,} bytes; the file is truncated or crafted.")
+
+
+def _check_covariance(sigma: np.ndarray, name: str) -> None:
+    """A covariance must be symmetric and positive semidefinite (up to rounding): otherwise the Fréchet distance is
+    meaningless (a negative 'FID')."""
+    scale = max(float(np.abs(sigma).max()), 1e-300)
+    if float(np.abs(sigma - sigma.T).max()) > 1e-6 * scale:
+        raise ReferenceStatisticsError(f"{name}: sigma is not symmetric, so it is not a covariance; recompute the"
+                                       " statistics with `python -m diffusers_edm.fid ref`.")
+    smallest = float(np.linalg.eigvalsh(sigma).min())
+    if smallest < -1e-6 * scale:
+        raise ReferenceStatisticsError(f"{name}: sigma has the negative eigenvalue {smallest:.3g}, so it is not a"
+                                       " covariance; recompute the statistics with `python -m diffusers_edm.fid ref`.")

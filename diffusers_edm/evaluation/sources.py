@@ -5,23 +5,20 @@ the same pixels whichever process asks for it."""
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 
-from ..pipelines.pipeline_edm import EDMPipeline, quantize_edm_images
-from ..training.data import EDMImageDataset, image_extensions, is_image_name, list_image_files, select_subset
-from .errors import EvaluationError
-
-
-class ImageSourceError(EvaluationError):
-    """Images cannot be read or used as given; the message names the file and the fix."""
+from ..data import EDMImageDataset, image_extensions, is_image_name, list_image_files, select_subset
+from ..data.decoding import image_pixels, open_image, to_grayscale_or_rgb
+from ..data.sources import read_zip_member
+from ..errors import DatasetError, ImageSourceError
+from ..pipelines.pipeline_edm import EDMPipeline
+from ..pipelines.postprocessing import quantize_edm_images
 
 
 class ImageFiles:
@@ -61,6 +58,9 @@ class ImageFiles:
         Raises:
             ImageSourceError: fewer than `num` images.
         """
+        if not self.names:
+            raise ImageSourceError(f"{self.path} holds no images (image files are recognised by their extension, e.g."
+                                   " .png or .jpg; hidden files are skipped); point --images at the generated images.")
         if len(self.names) < num:
             raise ImageSourceError(f"Found {len(self.names)} images in {self.path}, fewer than --num {num}; generate"
                                    f" more images or pass --num {len(self.names)} (FID depends on the number of"
@@ -68,21 +68,18 @@ class ImageFiles:
         return [self.names[i] for i in select_subset(len(self.names), num, seed)]
 
     def read(self, name: str) -> np.ndarray:
-        """The uint8 pixels (C, H, W) of one file: 1 channel for grayscale images, 3 for colour (alpha dropped)."""
+        """The uint8 pixels (C, H, W) of one file, read as `train_edm.py` reads it (see
+        [`~diffusers_edm.data.decoding.to_grayscale_or_rgb`]): 1 channel for grayscale images (16-bit ones scaled to 8
+        bits), 3 for colour (alpha dropped); 32-bit images are refused."""
+        where = self._describe(name)
         try:
-            if self._zip_member:
-                data = self._zip().read(name)
-                image = PIL.Image.open(io.BytesIO(data))
-            else:
-                image = PIL.Image.open(self.path / name)
-            image.load()
-        except (OSError, SyntaxError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            data = read_zip_member(self._zip(), name, where) if self._zip_member else (self.path / name).read_bytes()
+            return image_pixels(to_grayscale_or_rgb(open_image(data, where), where))
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
             raise ImageSourceError(f"Could not read image {self._describe(name)} ({type(error).__name__}: {error});"
-                                   " remove or replace the file.") from error
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("L" if image.mode in ("1", "LA", "I;16", "I;16B", "I;16L", "I") else "RGB")
-        pixels = np.asarray(image, dtype=np.uint8)
-        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+                                   " remove or replace the file.") from None
+        except DatasetError as error:
+            raise ImageSourceError(str(error)) from None
 
     def read_batch(self, names: Sequence[str], shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) of the files; every image must have the `shape` (C, H, W) of the first one."""
@@ -115,10 +112,8 @@ def dataset_images(dataset: EDMImageDataset, indices: Sequence[int]) -> torch.Te
     return quantize_edm_images(torch.stack([dataset[i][0] for i in indices]))
 
 
-def generated_images(
-    pipe: EDMPipeline, seeds: Sequence[int], num_inference_steps: int, class_label: int | None = None
-) -> torch.Tensor:
-    """uint8 (B, C, H, W) images of `pipe(seeds=seeds)`, the pixels `diffusers_edm.generate` writes to its PNGs."""
-    sample = pipe(seeds=list(seeds), class_labels=class_label, num_inference_steps=num_inference_steps,
-                  output_type="latent").images
+def generated_images(pipe: EDMPipeline, seeds: Sequence[int], **sample_kwargs) -> torch.Tensor:
+    """uint8 (B, C, H, W) images of `pipe(seeds=seeds, **sample_kwargs)` (e.g. `num_inference_steps`,
+    `class_labels`, `guidance_scale`), the pixels `diffusers_edm.generate` writes to its PNGs."""
+    sample = pipe(seeds=list(seeds), output_type="latent", **sample_kwargs).images
     return quantize_edm_images(sample)

@@ -19,7 +19,7 @@ import scipy.linalg
 import torch
 import torch.distributed as dist
 
-from .errors import EvaluationError
+from ..errors import EvaluationError
 
 FD_METHODS = ("sqrtm", "eigh")
 """Ways to compute Tr((Σ₁Σ₂)^½) in [`frechet_distance`]."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.models import UNet2DModel
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
@@ -19,6 +19,14 @@ from .song_unet import SongUNet2DModel
 
 NATIVE_BACKBONES = {"song_unet": SongUNet2DModel, "dhariwal_unet": DhariwalUNet2DModel}
 BACKBONE_TYPES = ("unet_2d", *NATIVE_BACKBONES)
+UNET_2D_ARGUMENTS = (
+    "block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "mid_block_type",
+    "time_embedding_dim", "freq_shift", "flip_sin_to_cos", "mid_block_scale_factor", "downsample_padding",
+    "downsample_type", "upsample_type", "dropout", "act_fn", "attention_head_dim", "norm_num_groups",
+    "attn_norm_num_groups", "norm_eps", "resnet_time_scale_shift", "add_attention", "label_dropout",
+)
+"""The constructor arguments that configure the `unet_2d` backbone only; a native backbone's config omits them (its
+network arguments are in `backbone_config`), and configs saved with them still load."""
 _COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -177,6 +185,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
                 img_resolution=sample_size, in_channels=in_channels, out_channels=out_channels,
                 label_dim=num_class_labels, augment_dim=augment_dim, **(backbone_config or {}),
             )
+            self._keep_native_config()
             return
         if backbone_config:
             raise ValueError("backbone_config is for native backbones; configure a UNet2DModel with the flat arguments.")
@@ -211,6 +220,14 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             embedding_dim = time_embedding_dim or block_out_channels[0] * 4
             self.backbone.class_embedding = ConditioningEmbedding(num_class_labels, augment_dim, embedding_dim,
                                                                   label_dropout)
+
+    def _keep_native_config(self) -> None:
+        """Drops the `unet_2d`-only arguments from the registered config of a native-backbone model, so that its saved
+        `config.json` holds only what configures it."""
+        kept = {key: value for key, value in self._internal_dict.items() if key not in UNET_2D_ARGUMENTS}
+        if "_use_default_values" in kept:
+            kept["_use_default_values"] = [k for k in kept["_use_default_values"] if k not in UNET_2D_ARGUMENTS]
+        self._internal_dict = FrozenDict(kept)
 
     def forward(
         self,

@@ -1,5 +1,8 @@
-"""Pipelines: image generation with EDM."""
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""Pipelines: image generation with EDM ([`EDMPipeline`]), the scheduler families it runs, its fast paths and its
+output conversion."""
 
 from .pipeline_edm import EDMPipeline
+from .scheduler_families import SCHEDULERS_BY_NAME, SUPPORTED_SCHEDULERS
 
-__all__ = ["EDMPipeline"]
+__all__ = ["SCHEDULERS_BY_NAME", "SUPPORTED_SCHEDULERS", "EDMPipeline"]

@@ -5,96 +5,38 @@ classifier-free guidance, autoguidance and a guidance interval."""
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
-from diffusers.schedulers import (
-    DPMSolverMultistepScheduler,
-    EDMDPMSolverMultistepScheduler,
-    EDMEulerScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-)
+from diffusers.schedulers import EDMDPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor, unwrap_module
 
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
-from ..preconditioning import edm_preconditioning
-from ..schedulers.scheduling_edm_ablation import EDMAblationScheduler
-from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from ..schedulers.sigma_schedule import check_num_inference_steps
-
-LOADER_MODULE = "pipeline_diffusers_edm"
-"""Name of the loader file written next to `model_index.json` (see `EDMPipeline.save_pretrained`)."""
-
-_LOADER_SOURCE = '''"""Written by diffusers-edm: lets `DiffusionPipeline.from_pretrained(<this repo>, trust_remote_code=True)` load
-this pipeline. It only imports the installed package (`pip install diffusers-edm`)."""
-
-from diffusers_edm import EDMPipeline  # noqa: F401
-'''
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-class SchedulerFamily(NamedTuple):
-    """How [`EDMPipeline`] drives the schedulers of one family: what it feeds its denoiser and hands to `step`."""
-
-    schedulers: tuple[type[SchedulerMixin], ...]
-    edm_sampler: bool
-    """EDM's own samplers: the official noise stream, the network's σ range and `round_sigma`, custom `sigmas`, a
-    float64 state."""
-    preconditioned: bool
-    """The model outputs it takes are EDM's (the raw network F of Eq. 7, with the scheduler's σ_data); otherwise those
-    of diffusers' σ-space schedulers (ε, v of x = y + σ n)."""
-    variance_preserving: bool
-    """Its sample is x / √(σ² + 1) (DPM-Solver's state) instead of x itself."""
-    prediction_types: tuple[str, ...]
-    """The `prediction_type`s it can run."""
-    takes_denoised: bool = False
-    """Its `step` accepts the denoised estimate itself (`pred_original_sample`), so it runs `prediction_type="sample"`
-    although its own preconditioning does not implement it."""
-
-
-SCHEDULER_FAMILIES = (
-    SchedulerFamily((EDMHeunScheduler, EDMAblationScheduler), edm_sampler=True, preconditioned=True,
-                    variance_preserving=False, prediction_types=("sample", "epsilon", "v_prediction")),
-    SchedulerFamily((EDMEulerScheduler,), edm_sampler=False, preconditioned=True, variance_preserving=False,
-                    prediction_types=("sample", "epsilon", "v_prediction"), takes_denoised=True),
-    SchedulerFamily((EDMDPMSolverMultistepScheduler,), edm_sampler=False, preconditioned=True,
-                    variance_preserving=False, prediction_types=("epsilon", "v_prediction")),
-    SchedulerFamily((EulerDiscreteScheduler, HeunDiscreteScheduler), edm_sampler=False, preconditioned=False,
-                    variance_preserving=False, prediction_types=("sample", "epsilon", "v_prediction")),
-    SchedulerFamily((DPMSolverMultistepScheduler,), edm_sampler=False, preconditioned=False, variance_preserving=True,
-                    prediction_types=("sample", "epsilon", "v_prediction")),
+from .postprocessing import OUTPUT_TYPES, postprocess_edm_images
+from .remote_code import resolve_loader_class_name, write_loader
+from .scheduler_families import (
+    SIGMA_RANGE_TOLERANCE,
+    PlannedEvaluation,
+    SchedulerFamily,
+    plan_evaluations,
+    scheduler_family,
 )
-"""The schedulers [`EDMPipeline`] runs (the `_compatibles` of [`EDMHeunScheduler`] and [`EDMAblationScheduler`])."""
 
 DENOISER_INTERFACE = ("sigma_min", "sigma_max", "round_sigma")
 """What the pipeline uses of its denoisers besides `forward` and `config`: the σ range and `round_sigma` of their
 preconditioning (see [`EDMPreconditionedUNet2DModel`])."""
 
-SIGMA_RANGE_TOLERANCE = 1e-6
-"""Relative slack of the check that a scheduler's σ lie in the network's range: diffusers' schedulers hold σ in float32,
-so a range end configured exactly (e.g. sigma_min=0.02 for a VE network) may be off by an ulp."""
-
-SUPPORTED_SCHEDULERS = tuple(cls.__name__ for family in SCHEDULER_FAMILIES for cls in family.schedulers)
-
-
-class _Evaluation(NamedTuple):
-    """One model evaluation of a run, laid out before the loop starts (so the loop needs no host synchronisation)."""
-
-    sigma: float  # the scheduler's noise level σ of this evaluation
-    input_scale: float  # the denoiser's input is x = input_scale · sample (√(σ² + 1) for a variance-preserving state)
-    output_coefficients: tuple[float, float] | None  # the scheduler's model output is a D + b x; None: D itself
-    guided: bool  # whether guidance applies at this σ (inside the guidance interval)
+MAX_GUIDANCE_SCALE = 100.0
+"""Largest guidance weight accepted: far beyond any useful one (the papers use w ≤ 10), and small enough that the
+guided D = D_guide + w (D − D_guide) cannot overflow float32."""
 
 
 class _Guidance(NamedTuple):
@@ -117,6 +59,10 @@ class EDMPipeline(DiffusionPipeline):
         guide_unet ([`EDMPreconditionedUNet2DModel`], *optional*): a second denoiser for autoguidance (Karras et al.
             2024), typically a smaller or less trained version of `unet` with the same image shape and classes. It is
             saved and loaded with the pipeline; `pipe.guide_unet = ...` sets it later.
+        id2label (`dict[int, str]`, *optional*): class names of a conditional unet, by class index (several names may
+            be separated by commas, as in diffusers' DiT pipeline); `class_labels` then also takes names.
+        guidance_scale (`float`, defaults to 1.0): the guidance weight w of a call that gives none (1: no guidance).
+        guidance_interval (`tuple[float, float]`, *optional*): the guidance interval of a call that gives none.
 
     Schedulers. `pipe.scheduler = X.from_config(pipe.scheduler.config)` swaps in any of these; the pipeline evaluates
     D at the noise level σ the scheduler holds for each evaluation (`scheduler.sigmas[i]`, read before sampling) and
@@ -161,16 +107,38 @@ class EDMPipeline(DiffusionPipeline):
         unet: EDMPreconditionedUNet2DModel,
         scheduler: SchedulerMixin,
         guide_unet: EDMPreconditionedUNet2DModel | None = None,
+        id2label: Mapping[int | str, str] | None = None,
+        guidance_scale: float = 1.0,
+        guidance_interval: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         _check_denoiser(unet, "unet")
         if guide_unet is not None:
             _check_guide(unet, guide_unet)
         self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet)
+        _check_guidance_scale(guidance_scale)
+        guidance_interval = None if guidance_interval is None else list(_check_interval(guidance_interval))
+        id2label = None if id2label is None else {str(int(key)): str(name) for key, name in id2label.items()}
+        self.register_to_config(id2label=id2label, guidance_scale=float(guidance_scale),
+                                guidance_interval=guidance_interval)
+        self.labels = _label_ids(id2label)
         self._interrupt = False
         self._num_timesteps = None
         self._cuda_graph_steps = False  # the denoisers replay CUDA graphs (set by `enable_fast_sampling`)
         self._fast_sampling = None
+
+    def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
+        """The class indices of class names (see `id2label`), e.g. `pipe.get_label_ids(["cat", "dog"])`; a `ValueError`
+        naming the known names for an unknown one."""
+        names = [label] if isinstance(label, str) else list(label)
+        if not self.labels:
+            raise ValueError(f"{names[0]!r} is not a class name of this pipeline: it has no class names (id2label);"
+                             " pass class indices.")
+        for name in names:
+            if name not in self.labels:
+                known = ", ".join(list(self.labels)[:20]) + (", ..." if len(self.labels) > 20 else "")
+                raise ValueError(f"{name!r} is not a class name of this pipeline; known names: {known}.")
+        return [self.labels[name] for name in names]
 
     def enable_fast_sampling(
         self,
@@ -186,10 +154,10 @@ class EDMPipeline(DiffusionPipeline):
         "bf16", "fp16"; preconditioning and sampler state keep their precision), `channels_last` weights,
         `torch.compile` (`compile`: "default", "reduce-overhead", "max-autotune" or "regional", static shapes) and
         `cuda_graphs`, and the native backbones' `attention` ("official" or "sdpa"). Call it after moving the pipeline
-        to its device. Returns the
-        [`~diffusers_edm.acceleration.FastSampling`] record (its `warmup` compiles and times the first call). See
-        [`diffusers_edm.acceleration.accelerate_pipeline`], which this calls, for what changes bits."""
-        from ..acceleration import accelerate_pipeline
+        to its device. Returns the [`~diffusers_edm.pipelines.fast_sampling.FastSampling`] record (its `warmup`
+        compiles and times the first call). See [`~diffusers_edm.pipelines.fast_sampling.accelerate_pipeline`], which
+        this calls, for what changes bits."""
+        from .fast_sampling import accelerate_pipeline
 
         return accelerate_pipeline(self, dtype=dtype, channels_last=channels_last, compile=compile,
                                    cuda_graphs=cuda_graphs, compile_backend=compile_backend, fullgraph=fullgraph,
@@ -197,8 +165,10 @@ class EDMPipeline(DiffusionPipeline):
 
     def __setattr__(self, name: str, value: Any) -> None:
         """As [`DiffusionPipeline.__setattr__`]; an optional component that was `None` and is set now (e.g.
-        `pipe.guide_unet = EDMPreconditionedUNet2DModel.from_pretrained(...)`) is also recorded in the config, which
-        diffusers leaves empty, so that `save_pretrained` saves it."""
+        `pipe.guide_unet = EDMPreconditionedUNet2DModel.from_pretrained(...)`; a `TypeError` if it is not an EDM
+        denoiser) is also recorded in the config, which diffusers leaves empty, so that `save_pretrained` saves it."""
+        if name == "guide_unet" and value is not None:
+            _check_denoiser(value, "guide_unet")  # whether it fits the unet is checked when guidance uses it
         if name in self._optional_components and value is not None and self.config.get(name, (None,))[0] is None:
             self.register_modules(**{name: value})
             return
@@ -219,11 +189,95 @@ class EDMPipeline(DiffusionPipeline):
         """Number of model evaluations (`len(scheduler.timesteps)`) of the last call; `None` before the first."""
         return self._num_timesteps
 
+    def check_inputs(
+        self,
+        batch_size: int,
+        seeds: Sequence[int] | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+        sigmas: list[float] | None,
+        guidance_scale: float | None,
+        guidance_interval: Sequence[float] | None,
+    ) -> tuple[int, float, tuple[float, float] | None]:
+        """Checks the arguments of a call before any work (a `ValueError` naming the argument, a `TypeError` for a
+        guide of the wrong type); returns the batch size (`len(seeds)` when seeds are given), the guidance weight
+        (the pipeline's when `None`) and the guidance interval of a guided call (`None` when unguided)."""
+        if not _is_integer(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if seeds is not None:
+            _check_seeds(seeds)
+            if generator is not None:
+                raise ValueError("Pass either seeds or generator, not both.")
+            if batch_size not in (1, len(seeds)):
+                raise ValueError(f"batch_size={batch_size} disagrees with the {len(seeds)} seeds; omit batch_size.")
+            batch_size = len(seeds)
+        batch_size = int(batch_size)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} is not supported; use one of {OUTPUT_TYPES}.")
+        if set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs):
+            raise ValueError(f"callback_on_step_end_tensor_inputs may only contain {self._callback_tensor_inputs}.")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        if sigmas is not None and not scheduler_family(self.scheduler).edm_sampler:
+            raise ValueError(
+                f"sigmas (custom noise levels) need EDMHeunScheduler or EDMAblationScheduler; the"
+                f" {type(self.scheduler).__name__} sets its own noise levels from its config."
+            )
+        _check_latents(latents, self._sample_shape(batch_size))
+        if guidance_scale is None:
+            guidance_scale = self.config.guidance_scale
+        if guidance_scale == 1 and guidance_interval is not None:
+            warnings.warn(f"guidance_interval={tuple(guidance_interval)} has no effect without guidance"
+                          " (guidance_scale=1); pass a guidance_scale other than 1.", UserWarning, stacklevel=3)
+        if guidance_interval is None:
+            guidance_interval = self.config.guidance_interval
+        return batch_size, guidance_scale, self._check_guidance(guidance_scale, guidance_interval)
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """The initial sample: `latents` (or N(0, I) noise drawn with `generator`) times the scheduler's
+        `init_noise_sigma`, in the sampler's `dtype`."""
+        if latents is None:
+            latents = randn_tensor(self._sample_shape(batch_size), generator=generator, device=device,
+                                   dtype=torch.float32)
+        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
+    def prepare_class_labels(
+        self,
+        class_labels: int | str | Sequence[int | str] | torch.Tensor | None,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """The class labels of a conditional unet (`None` for an unconditional one): the given ones, checked (class
+        indices (B,) in [0, num_classes), class names, or finite label vectors (B, num_classes)), else drawn uniformly
+        with `generator`. The draw happens whenever a generator is given, so that an image's random stream does not
+        depend on its labels (as in EDM's generate.py)."""
+        given = self._check_class_labels(class_labels, batch_size)
+        num_classes = self.unet.config.num_class_labels
+        if not num_classes:
+            return None
+        drawn = None
+        if given is None or generator is not None:
+            if isinstance(generator, list):
+                drawn = torch.stack([_randint(num_classes, (), g) for g in generator]).to(device)
+            else:
+                drawn = _randint(num_classes, (batch_size,), generator).to(device)
+        return drawn if given is None else given.to(device)
+
     @torch.no_grad()
     def __call__(
         self,
         batch_size: int = 1,
-        class_labels: int | list[int] | torch.Tensor | None = None,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         num_inference_steps: int = 18,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -233,7 +287,7 @@ class EDMPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         sigmas: list[float] | None = None,
         seeds: list[int] | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
@@ -241,10 +295,10 @@ class EDMPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, defaults to 1): number of images.
-            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): classes of a conditional model: one int
-                for all images, one per image, or label vectors (batch_size, num_classes), e.g. one-hot rows (integer
-                rows are converted to float32). `None` draws them uniformly with `generator` (after the initial
-                noise, per image when `generator` is a list).
+            class_labels (`int`, `str`, `list` or `torch.Tensor`, *optional*): classes of a conditional model: one
+                class for all images or one per image, as indices or names (see `id2label`), or label vectors
+                (batch_size, num_classes), e.g. one-hot rows (integer rows are converted to float32). `None` draws
+                them uniformly with `generator` (after the initial noise, per image when `generator` is a list).
             num_inference_steps (`int`, defaults to 18): sampler steps N; EDM's Heun sampler evaluates the model
                 2N − 1 times. 18 steps (35 evaluations) is the paper's CIFAR-10 setting.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): random source; a list gives one
@@ -267,18 +321,20 @@ class EDMPipeline(DiffusionPipeline):
                 own schedulers) one float64 normal per sampler step. The same seeds give the official script's images
                 (CPU generators reproduce its CPU runs). Equivalent to `generator=[torch.Generator(device).manual_seed(
                 s % 2**32) for s in seeds]`; `batch_size` is then `len(seeds)`.
-            guidance_scale (`float`, defaults to 1.0): guidance weight w; D = D_guide + w (D − D_guide). 1 is no
+            guidance_scale (`float`, *optional*): guidance weight w > 0; D = D_guide + w (D − D_guide). 1 is no
                 guidance (the guide is never evaluated). With a `guide_unet` it is autoguidance, otherwise
-                classifier-free guidance of a class-conditional unet (an unconditional unet needs a guide).
+                classifier-free guidance of a class-conditional unet (an unconditional unet needs a guide). Default:
+                the pipeline's `guidance_scale` (1.0 unless it was saved with another).
             guidance_interval (`tuple[float, float]`, *optional*): (σ_lo, σ_hi), 0 ≤ σ_lo < σ_hi (σ_hi may be
-                `math.inf`): guide only the evaluations at σ_lo < σ ≤ σ_hi; `None` guides all of them.
+                `math.inf`): guide only the evaluations at σ_lo < σ ≤ σ_hi. Default: the pipeline's
+                `guidance_interval` (none unless it was saved with one: every evaluation is guided).
 
         EDM's own schedulers follow the official random stream in every case (a list of generators is the per-image
         form of it) and clamp their noise range to the range the network supports (e.g. σ ≥ 0.02 for VE networks).
 
-        The arguments are checked before sampling starts (a `ValueError` naming the argument); a final sample that is
-        not finite (e.g. NaN weights, or a σ so large that σ² overflows the network's dtype) gives a `RuntimeWarning`
-        naming the likely cause instead of silently becoming one-colour images.
+        The arguments are checked before sampling starts ([`check_inputs`]); a final sample that is not finite (e.g.
+        NaN weights, or a σ so large that σ² overflows the network's dtype) gives a `RuntimeWarning` naming the likely
+        cause instead of silently becoming one-colour images.
 
         The sampling loop does not synchronise the host with the device, for every scheduler family and with or
         without guidance: σ, the output conversions and the guidance decisions are laid out before it starts, the
@@ -293,51 +349,26 @@ class EDMPipeline(DiffusionPipeline):
             [`ImagePipelineOutput`] or `tuple`: the images.
         """
         family = self._check_components()
-        if not _is_integer(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if seeds is not None:
-            _check_seeds(seeds)
-            if generator is not None:
-                raise ValueError("Pass either seeds or generator, not both.")
-            if batch_size not in (1, len(seeds)):
-                raise ValueError(f"batch_size={batch_size} disagrees with the {len(seeds)} seeds; omit batch_size.")
-            batch_size = len(seeds)
-            generator = [torch.Generator(self._execution_device).manual_seed(int(seed) % 2**32) for seed in seeds]
-        batch_size = int(batch_size)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r} is not supported; use one of {OUTPUT_TYPES}.")
-        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown_inputs:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may only contain {self._callback_tensor_inputs}.")
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
-        if sigmas is not None and not family.edm_sampler:
-            raise ValueError(
-                f"sigmas (custom noise levels) need EDMHeunScheduler or EDMAblationScheduler; the"
-                f" {type(self.scheduler).__name__} sets its own noise levels from its config."
-            )
-        interval = self._check_guidance(guidance_scale, guidance_interval)
+        batch_size, guidance_scale, interval = self.check_inputs(batch_size, seeds, generator, latents, output_type,
+                                                 callback_on_step_end_tensor_inputs, sigmas, guidance_scale,
+                                                 guidance_interval)
         device = self._execution_device
+        if seeds is not None:
+            generator = [torch.Generator(device).manual_seed(int(seed) % 2**32) for seed in seeds]
         # EDM's samplers keep their state in float64, as the official sampler (MPS has no float64); diffusers'
         # schedulers compute in float32.
         state_dtype = torch.float64 if family.edm_sampler and device.type != "mps" else torch.float32
-
-        shape = (batch_size, self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        _check_latents(latents, shape)
-        given_labels = self._check_class_labels(class_labels, batch_size)
         self._set_timesteps(family, num_inference_steps, sigmas, device)
         timesteps = self.scheduler.timesteps
         evaluation_sigmas = self.scheduler.sigmas[: len(timesteps)].detach().cpu()
-        evaluations = _plan_evaluations(family, self.scheduler, evaluation_sigmas, interval)
+        evaluations = plan_evaluations(family, self.scheduler, evaluation_sigmas, interval)
         self._check_noise_levels(family, evaluations)
 
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        labels = self._class_labels(given_labels, batch_size, generator, device)
-        sample = latents.to(device=device, dtype=state_dtype) * self.scheduler.init_noise_sigma
+        sample = self.prepare_latents(batch_size, generator, latents, state_dtype, device)
+        labels = self.prepare_class_labels(class_labels, batch_size, generator, device)
         if family.edm_sampler:
             sample = self.scheduler.add_initial_churn(sample, generator)
-        guidance = self._guidance(guidance_scale, labels)
+        guidance = None if interval is None else self._guidance(guidance_scale, labels)
 
         # Everything the loop needs is laid out here, so that the loop never synchronises with the device: σ of each
         # evaluation as its own device tensor (a compiled network sees a tensor, not a Python float it would
@@ -374,9 +405,7 @@ class EDMPipeline(DiffusionPipeline):
                     step_kwargs["pred_original_sample"] = denoised
                 sample = self.scheduler.step(model_output, t, sample, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
-                    callback_kwargs = {}
-                    for name in callback_on_step_end_tensor_inputs:
-                        callback_kwargs[name] = sample
+                    callback_kwargs = {name: sample for name in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     sample = callback_outputs.pop("latents", sample)
                 progress_bar.update()
@@ -388,6 +417,10 @@ class EDMPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def _sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        config = self.unet.config
+        return (batch_size, config.in_channels, config.sample_size, config.sample_size)
 
     def _check_components(self) -> SchedulerFamily:
         """Checks that the unet is an EDM denoiser and the scheduler one the pipeline runs; returns its family."""
@@ -417,28 +450,13 @@ class EDMPipeline(DiffusionPipeline):
         self.scheduler.set_begin_index(0)
 
     def _check_guidance(
-        self, guidance_scale: float, guidance_interval: tuple[float, float] | None
+        self, guidance_scale: float, guidance_interval: Sequence[float] | None
     ) -> tuple[float, float] | None:
         """The guidance interval (σ_lo, σ_hi) when guidance is on, `None` when it is off (w = 1); a `ValueError`
-        naming the argument for an unusable scale or interval, an unconditional unet without a guide, or a guide
-        that does not fit the unet."""
-        is_real = isinstance(guidance_scale, (int, float, np.integer, np.floating))
-        if isinstance(guidance_scale, bool) or not is_real or not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number (1.0: no guidance), got {guidance_scale!r}.")
-        interval = (0.0, math.inf)
-        if guidance_interval is not None:
-            try:
-                low, high = (float(bound) for bound in guidance_interval)
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"guidance_interval must be a pair (sigma_lo, sigma_hi) of noise levels, got {guidance_interval!r}."
-                ) from error
-            if not 0 <= low < high:
-                raise ValueError(
-                    f"guidance_interval must satisfy 0 <= sigma_lo < sigma_hi (sigma_hi may be math.inf), got"
-                    f" {guidance_interval!r}."
-                )
-            interval = (low, high)
+        naming the argument for an unusable scale or interval, or an unconditional unet without a guide. Warns when
+        classifier-free guidance meets a unet trained without label dropout (its unconditional branch is untrained)."""
+        _check_guidance_scale(guidance_scale)
+        interval = (0.0, math.inf) if guidance_interval is None else _check_interval(guidance_interval)
         if guidance_scale == 1:
             return None
         if self.guide_unet is not None:
@@ -448,9 +466,15 @@ class EDMPipeline(DiffusionPipeline):
                 f"guidance_scale={guidance_scale} needs a guide: the unet is unconditional, so classifier-free guidance"
                 " is not possible; set pipe.guide_unet (autoguidance) or use guidance_scale=1.0."
             )
+        elif _trained_label_dropout(self.unet.config) == 0:
+            warnings.warn(
+                "Classifier-free guidance with a unet trained without label dropout (its config records"
+                " label_dropout 0): its unconditional branch never saw the all-zero label, so guidance may hurt. Train"
+                " with --label_dropout (e.g. 0.1), or set pipe.guide_unet for autoguidance.", UserWarning,
+                stacklevel=3)
         return interval
 
-    def _check_noise_levels(self, family: SchedulerFamily, evaluations: list[_Evaluation]) -> None:
+    def _check_noise_levels(self, family: SchedulerFamily, evaluations: list[PlannedEvaluation]) -> None:
         """A `ValueError` when the scheduler evaluates the unet (or the guide) at a σ outside the range it supports
         (EDM's own schedulers clamp their schedule to the unet's range instead)."""
         checks = []
@@ -471,11 +495,9 @@ class EDMPipeline(DiffusionPipeline):
                     " EDMHeunScheduler, which clamps its schedule to the unet's range."
                 )
 
-    def _guidance(self, guidance_scale: float, labels: torch.Tensor | None) -> _Guidance | None:
-        """The run's guidance (`None` for w = 1): autoguidance by the guide_unet, else classifier-free guidance with
-        the label vectors of `labels` followed by as many all-zero rows (EDM's "no label")."""
-        if guidance_scale == 1:
-            return None
+    def _guidance(self, guidance_scale: float, labels: torch.Tensor | None) -> _Guidance:
+        """The run's guidance: autoguidance by the guide_unet, else classifier-free guidance with the label vectors of
+        `labels` followed by as many all-zero rows (EDM's "no label")."""
         if self.guide_unet is not None:
             return _Guidance(float(guidance_scale), self.guide_unet, None)
         vectors = labels if labels.is_floating_point() else torch.nn.functional.one_hot(
@@ -499,21 +521,25 @@ class EDMPipeline(DiffusionPipeline):
         return torch.lerp(guide, denoised, guidance.scale)
 
     def _check_class_labels(
-        self, class_labels: int | list[int] | torch.Tensor | None, batch_size: int
+        self, class_labels: int | str | Sequence[int | str] | torch.Tensor | None, batch_size: int
     ) -> torch.Tensor | None:
-        """The given labels as a tensor: class indices (B,) in [0, num_classes) or finite label vectors (B, num_classes)
-        (integer rows become float32); a `ValueError` naming `class_labels` when they cannot be used."""
+        """The given labels as a tensor: class indices (B,) in [0, num_classes) (names are looked up in `id2label`) or
+        finite label vectors (B, num_classes) (integer rows become float32); a `ValueError` naming `class_labels` when
+        they cannot be used."""
         if class_labels is None:
             return None
         num_classes = self.unet.config.num_class_labels
         if not num_classes:
             raise ValueError("class_labels were given but the unet is unconditional (num_class_labels=0).")
-        if _is_integer(class_labels):
+        if _is_integer(class_labels) or (self.labels and isinstance(class_labels, str)):
             class_labels = [class_labels] * batch_size
+        if self.labels and isinstance(class_labels, (list, tuple)) and any(isinstance(x, str) for x in class_labels):
+            class_labels = [self.get_label_ids(label)[0] if isinstance(label, str) else label
+                            for label in class_labels]
         if not isinstance(class_labels, (list, tuple, np.ndarray, torch.Tensor)):
             raise ValueError(
-                "class_labels must be a class index, a list of class indices or a tensor of label vectors, got"
-                f" {class_labels!r}."
+                "class_labels must be a class index, a list of class indices or a tensor of label vectors (or class"
+                f" names, see id2label), got {class_labels!r}."
             )
         if isinstance(class_labels, (list, tuple)) and all(_is_integer(label) for label in class_labels):
             _check_class_range(list(class_labels), num_classes)  # before int64 could overflow
@@ -547,26 +573,6 @@ class EDMPipeline(DiffusionPipeline):
             _check_class_range(labels.tolist(), num_classes)
         return labels
 
-    def _class_labels(
-        self,
-        given_labels: torch.Tensor | None,
-        batch_size: int,
-        generator: torch.Generator | list[torch.Generator] | None,
-        device: torch.device,
-    ) -> torch.Tensor | None:
-        """The checked labels (see [`_check_class_labels`]) of a conditional model, drawn uniformly when not given."""
-        num_classes = self.unet.config.num_class_labels
-        if not num_classes:
-            return None
-        drawn = None
-        if given_labels is None or generator is not None:
-            # Drawn even when labels are given, so an image's random stream does not depend on them (as generate.py).
-            if isinstance(generator, list):
-                drawn = torch.stack([_randint(num_classes, (), g) for g in generator]).to(device)
-            else:
-                drawn = _randint(num_classes, (batch_size,), generator).to(device)
-        return drawn if given_labels is None else given_labels.to(device)
-
     def _non_finite_message(self, sample: torch.Tensor) -> str:
         """Why the final `sample` holds NaN or ±inf: the likely cause, found after sampling (no cost when finite)."""
         bad = int((~torch.isfinite(sample)).flatten(1).any(1).sum())
@@ -589,38 +595,67 @@ class EDMPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Saves the pipeline like [`DiffusionPipeline.save_pretrained`] and adds the loader file that lets
         `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` resolve `EDMPipeline`."""
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        if push_to_hub:
+        if kwargs.pop("push_to_hub", False):
             raise ValueError(
                 "EDMPipeline.save_pretrained(push_to_hub=True) is not supported: save locally, then upload the folder"
                 " with huggingface_hub.upload_folder (train_edm.py --push_to_hub does this)."
             )
         super().save_pretrained(save_directory, **kwargs)
-        with open(os.path.join(save_directory, f"{LOADER_MODULE}.py"), "w", encoding="utf-8") as f:
-            f.write(_LOADER_SOURCE)
-        index_path = os.path.join(save_directory, self.config_name)
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-        index["_class_name"] = [LOADER_MODULE, type(self).__name__]
-        with open(index_path, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_loader(save_directory, self.config_name, type(self).__name__)
 
     @classmethod
     def load_config(cls, *args: Any, **kwargs: Any) -> Any:
         """Reads `model_index.json`; the `[loader, class]` form written by `save_pretrained` resolves to this class
         without executing the loader file."""
         result = super().load_config(*args, **kwargs)
-        config = result[0] if isinstance(result, tuple) else result
-        class_name = config.get("_class_name")
-        if isinstance(class_name, list) and class_name[0] == LOADER_MODULE:
-            config["_class_name"] = class_name[1]
+        resolve_loader_class_name(result[0] if isinstance(result, tuple) else result)
         return result
+
+
+def _label_ids(id2label: Mapping[str, str] | None) -> dict[str, int]:
+    """Class name → index, each comma-separated name of an `id2label` entry on its own (as diffusers' DiT pipeline)."""
+    labels: dict[str, int] = {}
+    for key, value in (id2label or {}).items():
+        for name in value.split(","):
+            labels[name.strip()] = int(key)
+    return dict(sorted(labels.items()))
+
+
+def _trained_label_dropout(config: Mapping[str, Any]) -> float:
+    """The label dropout a denoiser's config records (top level for `unet_2d`, in `backbone_config` for the native
+    backbones; 0 when absent)."""
+    return float(config.get("label_dropout") or (config.get("backbone_config") or {}).get("label_dropout") or 0)
 
 
 def _is_integer(value: object) -> bool:
     """An `int` or NumPy integer, not a `bool`."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_guidance_scale(guidance_scale: object) -> None:
+    """A `ValueError` unless the guidance weight is a number in (0, `MAX_GUIDANCE_SCALE`]."""
+    is_real = isinstance(guidance_scale, (int, float, np.integer, np.floating)) and not isinstance(guidance_scale, bool)
+    if not is_real or not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number (1.0: no guidance), got {guidance_scale!r}.")
+    if not 0 < guidance_scale <= MAX_GUIDANCE_SCALE:
+        raise ValueError(f"guidance_scale must lie in (0, {MAX_GUIDANCE_SCALE:g}] (1.0: no guidance; the papers use at"
+                         f" most 10), got {guidance_scale!r}.")
+
+
+def _check_interval(guidance_interval: Sequence[float]) -> tuple[float, float]:
+    """The interval as two floats; a `ValueError` unless 0 ≤ σ_lo < σ_hi."""
+    try:
+        low, high = (float(bound) for bound in guidance_interval)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"guidance_interval must be a pair (sigma_lo, sigma_hi) of noise levels, got {guidance_interval!r}."
+        ) from error
+    if not 0 <= low < high:
+        raise ValueError(
+            f"guidance_interval must satisfy 0 <= sigma_lo < sigma_hi (sigma_hi may be math.inf), got"
+            f" {guidance_interval!r}."
+        )
+    return low, high
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:
@@ -657,91 +692,12 @@ def _check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> None
         raise ValueError("latents contain NaN or infinite values; pass finite N(0, I) noise.")
 
 
-def scheduler_family(scheduler: SchedulerMixin) -> SchedulerFamily:
-    """The family of a scheduler that [`EDMPipeline`] runs; a `ValueError` naming the schedulers it runs when it
-    cannot run this one (another class, a `prediction_type` the scheduler cannot execute, flow-matching sigmas)."""
-    name = type(scheduler).__name__
-    family = next((f for f in SCHEDULER_FAMILIES if isinstance(scheduler, f.schedulers)), None)
-    if family is None:
-        raise ValueError(
-            f"EDMPipeline cannot run a {name}: it needs a scheduler that works on noise levels σ of x = y + σ n, one"
-            f" of {', '.join(SUPPORTED_SCHEDULERS)}; e.g. pipe.scheduler ="
-            " EDMHeunScheduler.from_config(pipe.scheduler.config)."
-        )
-    prediction_type = scheduler.config.get("prediction_type")
-    if prediction_type not in family.prediction_types:
-        running_it = [cls.__name__ for f in SCHEDULER_FAMILIES if prediction_type in f.prediction_types
-                      for cls in f.schedulers]
-        raise ValueError(
-            f"The {name} cannot run prediction_type={prediction_type!r}; EDMPipeline converts its denoiser's output to"
-            f" any of {', '.join(map(repr, family.prediction_types))} for it, e.g. pipe.scheduler ="
-            f" {name}.from_config(pipe.scheduler.config, prediction_type='epsilon')."
-            + (f" Schedulers that run prediction_type={prediction_type!r}: {', '.join(running_it)}." if running_it
-               else "")
-        )
-    if scheduler.config.get("use_flow_sigmas"):
-        raise ValueError(
-            f"The {name} uses flow-matching sigmas (use_flow_sigmas=True), which are not noise levels of x = y + σ n;"
-            " use use_flow_sigmas=False (e.g. with use_karras_sigmas=True)."
-        )
-    return family
-
-
-def model_output_coefficients(
-    sigma: torch.Tensor, prediction_type: str, preconditioned: bool, sigma_data: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """
-    The coefficients (a, b) with which the model output a scheduler expects is a D + b x, given the denoised
-    estimate D = D(x; σ) of the noisy image x = y + σ n; `None` for "sample", which is D itself.
-
-    With EDM's parameterisation (`preconditioned`, Eq. 7 with the scheduler's σ_data) "epsilon" is the raw network
-    output F = (D − c_skip x) / c_out and "v_prediction" is −F, so that the scheduler's c_skip x + c_out F is D. In the
-    σ-space parameterisation of diffusers' discrete schedulers "epsilon" is ε = (x − D) / σ and "v_prediction" is
-    v = (x / (σ² + 1) − D) √(σ² + 1) / σ (the v of the variance-preserving x / √(σ² + 1)).
-
-    Args:
-        sigma (`torch.Tensor`): noise levels σ > 0 (float64); a and b have their shape.
-        prediction_type (`str`): "sample", "epsilon" or "v_prediction".
-        preconditioned (`bool`): EDM's parameterisation (else the σ-space one).
-        sigma_data (`float`, *optional*): the scheduler's σ_data (EDM's parameterisation).
-    """
-    if prediction_type == "sample":
-        return None
-    if preconditioned:
-        precond = edm_preconditioning(sigma, sigma_data)
-        sign = -1.0 if prediction_type == "v_prediction" else 1.0
-        return sign / precond.c_out, -sign * precond.c_skip / precond.c_out
-    if prediction_type == "epsilon":
-        return -1 / sigma, 1 / sigma
-    root = (sigma**2 + 1).sqrt()
-    return -root / sigma, 1 / (sigma * root)
-
-
-def _plan_evaluations(
-    family: SchedulerFamily, scheduler: SchedulerMixin, sigmas: torch.Tensor, interval: tuple[float, float] | None
-) -> list[_Evaluation]:
-    """The model evaluations of a run at the scheduler's noise levels `sigmas` (one per timestep): the denoiser's
-    input scale, the output conversion (see [`model_output_coefficients`]) and whether guidance applies (σ in the
-    guidance `interval`, `None` when guidance is off)."""
-    sigmas = sigmas.to(torch.float64)
-    config = scheduler.config
-    coefficients = model_output_coefficients(sigmas, config.prediction_type, family.preconditioned,
-                                             config.get("sigma_data"))
-    coefficients = [None] * len(sigmas) if coefficients is None else list(zip(*(c.tolist() for c in coefficients)))
-    scales = (sigmas**2 + 1).sqrt().tolist() if family.variance_preserving else [1.0] * len(sigmas)
-    low, high = interval or (math.inf, math.inf)
-    return [
-        _Evaluation(sigma, scale, output, low < sigma <= high)
-        for sigma, scale, output in zip(sigmas.tolist(), scales, coefficients)
-    ]
-
-
 def _check_denoiser(module: object, name: str) -> None:
-    """A `ValueError` naming the argument `name` unless `module` (compiled or not) is an EDM denoiser: an
+    """A `TypeError` naming the argument `name` unless `module` (compiled or not) is an EDM denoiser: an
     [`EDMPreconditionedUNet2DModel`] or a model with its interface (`forward(sample, sigma, class_labels=None,
     return_dict=True)` returning D(x; σ), the supported range `sigma_min`, `sigma_max` and `round_sigma`)."""
     if not all(hasattr(unwrap_module(module), attribute) for attribute in DENOISER_INTERFACE):
-        raise ValueError(
+        raise TypeError(
             f"{name} must be an EDMPreconditionedUNet2DModel (EDM's denoiser D(x; σ)), got {type(module).__name__}."
             " To sample a UNet2DModel trained as EDM's raw network F, load its weights into the `backbone` of an"
             " EDMPreconditionedUNet2DModel built with the same arguments."
@@ -749,9 +705,10 @@ def _check_denoiser(module: object, name: str) -> None:
 
 
 def _check_guide(unet: EDMPreconditionedUNet2DModel, guide_unet: EDMPreconditionedUNet2DModel) -> None:
-    """A `ValueError` naming `guide_unet` unless it is an EDM denoiser of the unet's images and class labels."""
+    """A `TypeError` unless `guide_unet` is an EDM denoiser, a `ValueError` unless it denoises the unet's images with
+    its class labels."""
     _check_denoiser(guide_unet, "guide_unet")
-    for key in ("in_channels", "sample_size", "num_class_labels"):
+    for key in ("in_channels", "sample_size", "num_class_labels"):  # D has in_channels whatever out_channels is
         guide_value, unet_value = guide_unet.config.get(key), unet.config.get(key)
         if guide_value != unet_value:
             raise ValueError(
@@ -763,27 +720,3 @@ def _check_guide(unet: EDMPreconditionedUNet2DModel, guide_unet: EDMPrecondition
 def _randint(high: int, size: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else "cpu"
     return torch.randint(high, size, generator=generator, device=device)
-
-
-def quantize_edm_images(sample: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels (B, C, H, W) of samples in [-1, 1], as EDM's generate.py saves them: clip(127.5 x + 128, 0, 255)
-    truncated. Images that were read from 8-bit files (x = u / 127.5 − 1) come back as exactly u."""
-    return (sample * 127.5 + 128).clip(0, 255).to(torch.uint8)
-
-
-def postprocess_edm_images(
-    sample: torch.Tensor, output_type: str
-) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
-    """Converts samples in [-1, 1] to "pil" images quantised by [`quantize_edm_images`], to float32 "np"
-    (B, H, W, C) / "pt" (B, C, H, W) arrays in [0, 1] as diffusers does, or leaves them as they are ("latent")."""
-    if output_type == "latent":
-        return sample
-    if output_type == "pil":
-        pixels = quantize_edm_images(sample).permute(0, 2, 3, 1).cpu().numpy()
-        if pixels.shape[-1] == 1:
-            pixels = pixels[..., 0]
-        return [PIL.Image.fromarray(image) for image in pixels]
-    images = (sample / 2 + 0.5).clamp(0, 1).to(torch.float32)
-    if output_type == "pt":
-        return images
-    return images.permute(0, 2, 3, 1).cpu().numpy()

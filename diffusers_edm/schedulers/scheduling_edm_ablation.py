@@ -82,7 +82,7 @@ class _TimeFunctions(NamedTuple):
     scale_derivative: TensorFunction
 
 
-class _Evaluation(NamedTuple):
+class _AblationStage(NamedTuple):
     """One model evaluation (of step i) and the coefficients it needs (Python floats)."""
 
     is_correction: bool  # False: Euler predictor at t̂_i; True: 2nd-order correction at t'_i = t̂_i + α h_i
@@ -191,6 +191,7 @@ class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
         if timestep_type is not None:
             check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
         _check_config(self.config)
+        self.register_to_config(_class_name=type(self).__name__)  # as EDMHeunScheduler: quiet `from_config` swaps
         self.order = 2 if solver == "heun" else 1
         self.set_timesteps(num_train_timesteps)
         self.num_inference_steps = None
@@ -307,10 +308,10 @@ class EDMAblationScheduler(SchedulerMixin, ConfigMixin):
                       "next_churn_scale": churn_scales[i + 1]}
             single = i >= corrected
             evaluations.append(
-                _Evaluation(False, *predictor[i], finishes_step=single, draws_noise=single and draws, **common)
+                _AblationStage(False, *predictor[i], finishes_step=single, draws_noise=single and draws, **common)
             )
             if not single:
-                evaluations.append(_Evaluation(True, *corrector[i], finishes_step=True, draws_noise=draws, **common))
+                evaluations.append(_AblationStage(True, *corrector[i], finishes_step=True, draws_noise=draws, **common))
         self._evaluations = evaluations
         self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)
 

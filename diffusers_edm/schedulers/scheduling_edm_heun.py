@@ -61,7 +61,7 @@ class EDMHeunSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class _Evaluation(NamedTuple):
+class _HeunStage(NamedTuple):
     """One model evaluation of Algorithm 2 (of step i) and the noise levels it needs."""
 
     is_correction: bool  # False: Euler predictor at σ̂_i (line 8); True: Heun corrector at σ_{i+1} (line 11)
@@ -148,6 +148,10 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             # them (so `EDMEulerScheduler.from_config(config)` would take its own "epsilon"). This scheduler's defaults
             # are the paper's settings: they travel with the config, as they do through the saved file.
             self.register_to_config(_use_default_values=[])
+        # The class name travels with the live config, as it does through the saved file, so that another scheduler's
+        # `from_config(scheduler.config)` knows where the EDM-only settings (s_churn, ...) come from and drops them
+        # quietly (see `diffusers_edm.schedulers`).
+        self.register_to_config(_class_name=type(self).__name__)
         self.order = 2 if solver == "heun" else 1
         self.set_timesteps(num_train_timesteps)
         self.num_inference_steps = None
@@ -256,11 +260,11 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             single = last or config.solver == "euler"
             draws = churn[i + 1] > 0 or (official_noise_stream and not last)
             evaluations.append(
-                _Evaluation(False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
+                _HeunStage(False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
             )
             if not single:
                 evaluations.append(
-                    _Evaluation(True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
+                    _HeunStage(True, sigma[i + 1], sigma_hat[i], sigma[i + 1], True, churn[i + 1], draws)
                 )
         self._evaluations = evaluations
         self.sigmas = torch.tensor([e.sigma for e in evaluations] + [0.0], dtype=torch.float64)

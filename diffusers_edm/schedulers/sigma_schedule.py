@@ -66,10 +66,18 @@ def clamp_to_network_range(
     return clamped_min, clamped_max
 
 
+MAX_INFERENCE_STEPS = 10_000
+"""Most sampler steps a run may take: far beyond the paper's largest (512 in the ablations) and small enough that laying
+out the run cannot claim gigabytes before the first evaluation."""
+
+
 def check_num_inference_steps(num_inference_steps: int | None) -> int:
-    """The number of sampler steps N as an `int`; a `ValueError` unless it is an integer >= 1."""
-    if num_inference_steps is None or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+    """The number of sampler steps N as an `int`; a `ValueError` unless it is an integer in [1, MAX_INFERENCE_STEPS]
+    (not a `bool`)."""
+    if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, float))
+            or int(num_inference_steps) != num_inference_steps or not 1 <= num_inference_steps <= MAX_INFERENCE_STEPS):
+        raise ValueError(f"num_inference_steps must be an integer >= 1 and <= {MAX_INFERENCE_STEPS}, got"
+                         f" {num_inference_steps!r}.")
     return int(num_inference_steps)
 
 

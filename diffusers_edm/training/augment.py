@@ -103,6 +103,13 @@ _GEOMETRIC = ("scale", "rotate_frac", "aniso", "translate_frac")
 _COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
 
 
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """diffusers' `--random_flip`: each image mirrored horizontally with probability 1/2, drawn from the global RNG on
+    the images' device (checkpointed, so a resumed run draws the same flips)."""
+    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+    return torch.where(flip, images.flip(3), images)
+
+
 def _affine2d(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, e: torch.Tensor, f: torch.Tensor
 ) -> torch.Tensor:

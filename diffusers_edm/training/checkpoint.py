@@ -30,8 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from ..write_errors import OUT_OF_SPACE, write_error_reason
-from .errors import TrainingError
+from ..errors import OUT_OF_SPACE, CheckpointError, one_line, write_error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +43,6 @@ PHEMA = "phema.safetensors"  # the post-hoc EMAs, when the run tracks them
 CONFIG = "training_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
-
-
-class CheckpointError(TrainingError):
-    """A checkpoint cannot be written, found or resumed from; the message names the file and the way out."""
 
 
 class Stateful(Protocol):
@@ -77,9 +72,10 @@ def rng_file(rank: int) -> str:
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """The `checkpoint-<step>` folders in `folder` (not half-written `.tmp` ones), by step."""
+    """The `checkpoint-<step>` folders in `folder` (not half-written `.tmp` ones, not links: a checkpoint is a folder
+    the run wrote), by step."""
     return sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-                  if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name)))
+                  if p.is_dir() and not p.is_symlink() and (m := CHECKPOINT_PATTERN.match(p.name)))
 
 
 def find_checkpoint(output_dir: str, which: str) -> Path | None:
@@ -98,10 +94,15 @@ def find_checkpoint(output_dir: str, which: str) -> Path | None:
 
 def prune_checkpoints(output_dir: Path, keep: int, up_to_step: int) -> None:
     """Removes the oldest checkpoints beyond `keep` among those up to `up_to_step`. Later ones (left by a run resumed
-    from an earlier checkpoint) are neither counted nor removed, so they never push out the resumed run's own."""
+    from an earlier checkpoint) are neither counted nor removed, so they never push out the resumed run's own; links
+    are never followed or counted. A checkpoint that cannot be removed is reported, never fatal."""
     existing = [path for step, path in list_checkpoints(output_dir) if step <= up_to_step]
     for path in existing[: max(len(existing) - keep, 0)]:
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except OSError as error:
+            logger.warning("Could not remove the old checkpoint %s (%s); delete it by hand.", path,
+                           write_error_reason(error))
 
 
 # --- writing -------------------------------------------------------------------------------------------------------
@@ -376,5 +377,5 @@ def _sha256(path: Path) -> str:
 
 def _brief(error: BaseException, limit: int = 300) -> str:
     """The error's message on one line, shortened to `limit` characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = one_line(error)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
+from ..data import EDMImageDataset
 from ..evaluation import (
     EvaluationError,
     FeatureDetector,
@@ -31,7 +32,6 @@ from ..evaluation import (
     save_reference,
 )
 from ..pipelines.pipeline_edm import EDMPipeline
-from .data import EDMImageDataset
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,9 @@ class TrainingEvaluator:
             with self._rng_untouched():
                 self._prepare_reference()
                 start = time.perf_counter()
+                steps = self.args.num_inference_steps
                 statistics = compute_statistics(
-                    lambda seeds: generated_images(pipe, seeds, self.args.num_inference_steps), self.args.eval_num,
+                    lambda seeds: generated_images(pipe, seeds, num_inference_steps=steps), self.args.eval_num,
                     self.detector, self.args.train_batch_size, self.accelerator, expected_features=self._width,
                     description=f"Evaluating ({self.detector.metric})")
                 value = self._on_main(lambda: frechet_distance(*statistics.mean_and_covariance(), *self._reference))
@@ -148,7 +149,8 @@ class TrainingEvaluator:
         detector, error = None, None
         with self._rng_untouched(), self.accelerator.main_process_first():
             try:
-                detector = load_detector(self.args.eval_detector, self.args.eval_detector_path)
+                args = self.args
+                detector = load_detector(args.eval_detector, args.eval_detector_path, args.trust_detector)
             except EvaluationError as failure:
                 error = failure
         messages = [message for message in gather_object([str(error) if error else None]) if message]

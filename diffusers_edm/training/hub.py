@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from pathlib import Path
 from huggingface_hub import create_repo, hf_hub_download, upload_folder
 from huggingface_hub.utils import filter_repo_objects
 
-from .args import TrainingError
+from ..environment import offline
+from ..errors import TrainingError, first_line
 from .model_card import merge_model_card
 
 logger = logging.getLogger(__name__)
@@ -35,16 +37,30 @@ cached reference statistics of the evaluation, the post-hoc EMA snapshots, the r
 card shows them without) and the upload snapshots."""
 
 
+MAX_TOKEN_FILE_BYTES = 4096
+"""A token file holds one token (about 40 characters); more than this is not a token file."""
+
+
 def read_token_file(path: str) -> str:
-    """The token in `path` (`--hub_token_file`), stripped of surrounding whitespace; never logged."""
+    """The token in `path` (`--hub_token_file`), stripped of surrounding whitespace; never logged. The file must be a
+    regular file of at most `MAX_TOKEN_FILE_BYTES`; one that other users can read gives a warning."""
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise TrainingError(f"--hub_token_file {path} is not a regular file; it must hold the token only.")
+        with open(path, "rb") as file:
+            data = file.read(MAX_TOKEN_FILE_BYTES + 1)
+        token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise TrainingError(f"--hub_token_file {path} is not a text file; it must hold the token only.") from None
     except OSError as error:
         raise TrainingError(f"--hub_token_file {path}: cannot read it ({error.strerror}).") from None
+    if len(data) > MAX_TOKEN_FILE_BYTES or len(token.split()) > 1:
+        raise TrainingError(f"--hub_token_file {path} holds more than one token; it must hold the token only.")
     if not token:
         raise TrainingError(f"--hub_token_file {path} is empty; it must hold the token (hf_...).")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        logger.warning("--hub_token_file %s can be read by other users of this machine; `chmod 600 %s`.", path, path)
     return token
 
 
@@ -89,7 +105,14 @@ class HubPublisher:
 
     def __init__(self, repo_id: str, token: str | None = None, private: bool = False) -> None:
         self._token = token
-        self.repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+        try:
+            self.repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+        except Exception as error:  # noqa: BLE001 - network, authentication or Hub errors: one line, before training
+            hint = ("offline mode is on (HF_HUB_OFFLINE): unset it" if offline()
+                    else "check the connection and the token")
+            raise TrainingError(f"--push_to_hub: could not create or reach the Hub repository {repo_id}"
+                                f" ({type(error).__name__}: {first_line(Exception(self._redact(error)))}); {hint}, or"
+                                " drop --push_to_hub and upload the output folder later.") from None
         self._condition = threading.Condition()
         self._queued: _Snapshot | None = None
         self._uploading: _Snapshot | None = None

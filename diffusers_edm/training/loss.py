@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import TrainingError
 from ..preconditioning import (
     EDM_SIGMA_DATA,
     EDMPreconditioning,
@@ -21,7 +22,6 @@ from ..preconditioning import (
     VPPreconditioning,
     vp_sigma,
 )
-from .errors import TrainingError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
 """D(x; σ, class_labels, augment_labels) -> denoised images."""

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..pipelines.remote_code import INSTALL_HINT
+
 if TYPE_CHECKING:
     from .evaluation import EvaluationScores
 
@@ -54,12 +56,12 @@ import torch
 from diffusers_edm import EDMPipeline
 
 pipe = EDMPipeline.from_pretrained("{{ repo_id }}")
-images = pipe(batch_size=8,{% if conditional %} class_labels=0,{% endif %} num_inference_steps=18,
+images = pipe(batch_size=8,{% if conditional %} class_labels={{ example_label }},{% endif %} num_inference_steps=18,
               generator=torch.Generator().manual_seed(0)).images
 ```
 
-`pip install diffusers-edm` first. `DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)`
-also works once the package is installed.
+{{ install_hint }}. `DiffusionPipeline.from_pretrained("{{ repo_id }}",
+trust_remote_code=True)` also works once it is installed: the repository's `pipeline_diffusers_edm.py` only imports it.
 
 ## Training
 
@@ -72,7 +74,7 @@ and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.
 
 | setting | value |
 |---|---|
-{% for key, value in config %}| `{{ key }}` | `{{ value }}` |
+{% for key, value in config %}| {{ key }} | `{{ value }}` |
 {% endfor %}
 """ + GENERATED_END + """
 """
@@ -83,7 +85,23 @@ HIDDEN_KEYS = SECRET_KEYS | {"hub_token_file"}
 PATH_KEYS = frozenset({"output_dir", "train_data_dir", "model_config", "cache_dir", "resume_from_checkpoint",
                        "eval_ref", "eval_detector", "eval_detector_path", "logging_dir", "decoded_cache_dir"})
 """Settings holding local paths, shown by their file or folder name only."""
-TAGS = ["edm", "diffusers_edm", "diffusers", "diffusers-training", "unconditional-image-generation"]
+TAGS = ["edm", "diffusers_edm", "diffusers", "diffusers-training"]
+
+CARD_SETTINGS = {
+    "preset": "preset", "dataset_name": "dataset", "train_data_dir": "image folder", "resolution": "resolution",
+    "center_crop": "center crop", "xflip": "dataset x-flip", "random_flip": "random flip",
+    "max_train_samples": "images used", "arch": "architecture", "model_channels": "model channels",
+    "channel_mult": "channel multipliers", "layers_per_block": "blocks per level",
+    "attn_resolutions": "attention resolutions", "dropout": "dropout", "label_dropout": "label dropout",
+    "model_config": "model config", "pretrained_model_name_or_path": "fine-tuned from", "precond": "preconditioning",
+    "sigma_data": "σ_data", "p_mean": "P_mean", "p_std": "P_std", "augment_p": "augmentation probability",
+    "duration_kimg": "duration (kimg)", "learning_rate": "learning rate", "lr_rampup_kimg": "lr ramp-up (kimg)",
+    "ema_halflife_kimg": "EMA half-life (kimg)", "phema_stds": "post-hoc EMA σ_rel",
+    "mixed_precision": "mixed precision", "seed": "seed",
+}
+"""The training settings the card shows, by argument name, with their labels: what a reader needs to understand and
+repeat the run. Settings left unset (None, False) are not shown; the run folder's `training_config.json` has them
+all."""
 
 _SECTION = re.compile(re.escape(GENERATED_BEGIN.split(",")[0]) + r".*?-->.*?" + re.escape(GENERATED_END), re.DOTALL)
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
@@ -92,8 +110,10 @@ _LEGACY_SIGNATURE = "trained with diffusers-edm on"  # cards written before the 
 
 
 def training_config_rows(config: dict) -> list[tuple[str, str]]:
-    """The training settings shown in the card: without secrets, local paths reduced to their file or folder name."""
-    return [(key, _public_value(key, value)) for key, value in sorted(config.items()) if key not in HIDDEN_KEYS]
+    """The training settings shown in the card ([`CARD_SETTINGS`] that are set), local paths reduced to their file or
+    folder name; never a secret."""
+    return [(label, _public_value(key, config[key])) for key, label in CARD_SETTINGS.items()
+            if key in config and key not in HIDDEN_KEYS and config[key] not in (None, False, [])]
 
 
 def _public_value(key: str, value: object) -> str:
@@ -151,13 +171,14 @@ def write_model_card(
     evaluation: EvaluationScores | None = None,
     loss_description: str,
     base_model: str | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Writes README.md with YAML metadata (library diffusers, unconditional-image-generation, tags edm,
     diffusers_edm and diffusers-training; with `evaluation`, a model-index of the latest and best score), the training
     configuration, the latest sample grid, the evaluation and a usage snippet. `loss_description` states the training
     loss; `base_model` is the fine-tuned model (a Hub id becomes the `base_model` metadata). An existing README.md
     keeps its text outside the generated section and its own metadata keys (see `merge_model_card`). No local path
-    is shown."""
+    is shown. `class_names` (a conditional model's) make the usage example ask for a class by name."""
     hub_base_model = base_model if base_model is not None and not _is_local_path(base_model) else None
     if hub_dataset is not None and _is_local_path(hub_dataset):
         dataset_description = f"{dataset_description} ({_file_name(hub_dataset)})"
@@ -166,11 +187,13 @@ def write_model_card(
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
+        # The Hub has no class-conditional task: a conditional model gets no pipeline_tag, and the tag instead.
+        pipeline_tag=None if num_classes else "unconditional-image-generation",
         license=config.get("license", "apache-2.0"),
-        tags=TAGS + (["class-conditional"] if num_classes else []),
+        tags=TAGS + (["class-conditional", "image-generation"] if num_classes else ["unconditional-image-generation"]),
         datasets=[hub_dataset] if hub_dataset else None,
-        eval_results=_eval_results(evaluation, dataset_description, hub_dataset) if evaluation else None,
+        eval_results=(_eval_results(evaluation, dataset_description, hub_dataset, bool(num_classes)) if evaluation
+                      else None),
         model_name=model_name if evaluation else None,
         base_model=hub_base_model,
     )
@@ -182,6 +205,8 @@ def write_model_card(
         dataset_description=dataset_description,
         conditioning=f"class-conditional ({num_classes} classes)" if num_classes else "unconditional",
         conditional=bool(num_classes),
+        example_label=repr(class_names[0]) if class_names else 0,
+        install_hint=INSTALL_HINT,
         resolution=resolution,
         channels=channels,
         grid_path=grid_path,
@@ -269,9 +294,11 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _eval_results(scores: EvaluationScores, dataset_description: str, hub_dataset: str | None) -> list[EvalResult]:
+def _eval_results(scores: EvaluationScores, dataset_description: str, hub_dataset: str | None,
+                  conditional: bool) -> list[EvalResult]:
     """The model-index entries: the latest and the best value, e.g. "FID (latest, 10k samples)"."""
-    common = dict(task_type="unconditional-image-generation", task_name="Image generation",
+    task = "image-generation" if conditional else "unconditional-image-generation"
+    common = dict(task_type=task, task_name="Image generation",
                   dataset_type=hub_dataset or "custom", dataset_name=hub_dataset or dataset_description,
                   metric_type=scores.metric, metric_config=_short_name(scores.detector))
     return [EvalResult(metric_value=value, metric_name=f"{scores.metric_label} ({which}, {scores.num_label} samples)",

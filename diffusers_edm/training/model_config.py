@@ -10,10 +10,10 @@ import torch
 
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..preconditioning import EDM_SIGMA_DATA, make_preconditioning
-from .args import NATIVE_ARCHITECTURES
 from .augment import AugmentPipe
 from .loss import check_trainable
 from .presets import get_preset
+from .settings import NATIVE_ARCHITECTURES
 
 
 def native_model_config(

@@ -15,15 +15,17 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from ..errors import first_line
 
 MAX_STD = math.sqrt(1 / 12)
 """Supremum of σ_rel: the limit of Eq. 123 as γ → 0 (a uniform average over all of training), ≈ 0.2887."""
@@ -72,6 +74,10 @@ def std_list_argument(text: str) -> list[float]:
             check_std(value)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
+    names = [f"{value:.3f}" for value in values]
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} lists σ_rel values that agree in their first 3 decimals, which name"
+                                         " the files; list each value once.")
     return values
 
 
@@ -204,16 +210,31 @@ class Snapshot:
 
 
 def read_snapshot(path: Path) -> Snapshot:
-    """The metadata of one snapshot file (ValueError when it is not one)."""
-    if not _SNAPSHOT_NAME.match(path.name):
+    """The metadata of one snapshot file, checked: a regular file (not a link), readable as safetensors, with an image
+    count ≥ 1, σ_rel and γ that agree with each other and with the file name. A `ValueError` naming the file
+    otherwise."""
+    match = _SNAPSHOT_NAME.match(path.name)
+    if not match:
         raise ValueError(f"{path} is not named <prefix>-<kimg:07d>-<σ_rel:.3f>.safetensors")
+    if path.is_symlink() or not path.is_file():
+        raise ValueError(f"{path} is {'a symbolic link' if path.is_symlink() else 'not a regular file'}, not a snapshot"
+                         " this run wrote")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
-        return Snapshot(path, int(metadata["nimg"]), float(metadata["std"]), float(metadata["gamma"]),
-                        frozenset(json.loads(metadata["buffers"])))
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise ValueError(f"{path} is not a readable post-hoc EMA snapshot ({error})") from None
+        snapshot = Snapshot(path, int(metadata["nimg"]), float(metadata["std"]), float(metadata["gamma"]),
+                            frozenset(json.loads(metadata["buffers"])))
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as error:
+        raise ValueError(f"{path} is not a readable post-hoc EMA snapshot ({first_line(error)})") from None
+    if not (snapshot.nimg >= 1 and snapshot.kimg == int(match["kimg"])):
+        raise ValueError(f"{path} records {snapshot.nimg} images, which does not match the {match['kimg']} kimg of its"
+                         " name")
+    if not (0 < snapshot.std < MAX_STD and f"{snapshot.std:.3f}" == match["std"]):
+        raise ValueError(f"{path} records σ_rel {snapshot.std}, which does not match the {match['std']} of its name")
+    if not (math.isfinite(snapshot.gamma) and abs(snapshot.gamma - std_to_gamma(snapshot.std)) <= 1e-6 * (
+            1 + abs(snapshot.gamma))):
+        raise ValueError(f"{path} records γ {snapshot.gamma}, which is not the γ of its σ_rel {snapshot.std}")
+    return snapshot
 
 
 def list_snapshots(folder: Path) -> list[Snapshot]:
@@ -222,11 +243,13 @@ def list_snapshots(folder: Path) -> list[Snapshot]:
     return sorted(found, key=lambda s: (s.nimg, s.std))
 
 
-def reconstruct_state_dict(snapshots: Sequence[Snapshot], target_nimg: int, target_std: float
+def reconstruct_state_dict(snapshots: Sequence[Snapshot], target_nimg: int, target_std: float,
+                           expected: Mapping[str, torch.Tensor] | None = None, max_abs: float = math.inf,
                            ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The weights of the power-function EMA with σ_rel `target_std` at `target_nimg` images, as Σ x_i θ_i over
     `snapshots` (all taken at or before `target_nimg`), accumulated in float32; buffers (not averaged) come from the
-    latest snapshot.
+    latest snapshot. Every snapshot is checked as it is read (see [`check_snapshot_tensors`]) against `expected`
+    (the run's model state dict) and `max_abs`.
     Returns the state dict and the coefficients x."""
     coefficients = reconstruction_coefficients([s.nimg for s in snapshots], [s.gamma for s in snapshots],
                                                target_nimg, std_to_gamma(target_std))
@@ -234,8 +257,10 @@ def reconstruct_state_dict(snapshots: Sequence[Snapshot], target_nimg: int, targ
     latest = max(snapshots, key=lambda s: s.nimg)
     with safe_open(latest.path, framework="pt") as f:
         reference = {key: f.get_tensor(key) for key in f.keys()}
+    expected = reference if expected is None else expected
     for snapshot, weight in zip(snapshots, coefficients):
         with safe_open(snapshot.path, framework="pt") as f:
+            check_snapshot_tensors(snapshot, f, expected, max_abs)
             for key in f.keys():
                 if key in latest.buffers:
                     continue
@@ -243,6 +268,29 @@ def reconstruct_state_dict(snapshots: Sequence[Snapshot], target_nimg: int, targ
                 accumulated.add_(f.get_tensor(key).float(), alpha=float(weight))
     state = {key: result[key].to(value.dtype) if key in result else value for key, value in reference.items()}
     return state, coefficients
+
+
+def check_snapshot_tensors(snapshot: Snapshot, handle, expected: Mapping[str, torch.Tensor], max_abs: float) -> None:
+    """A `ValueError` naming the snapshot's file unless its tensors (open in `handle`, a `safe_open`) have exactly the
+    names and shapes of `expected`, and every value is finite and at most `max_abs` in magnitude (snapshots written
+    while training diverged hold weights of 1e29)."""
+    keys = set(handle.keys())
+    missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+    if missing or extra:
+        what = f"it lacks {missing[0]!r}" if missing else f"it holds {extra[0]!r}, which the run's model does not have"
+        raise ValueError(f"{snapshot.path}: the snapshots do not fit the model of this run ({what}; {len(missing)}"
+                         f" missing, {len(extra)} unexpected tensors)")
+    for key in sorted(keys):
+        tensor = handle.get_tensor(key)
+        if tensor.shape != expected[key].shape:
+            raise ValueError(f"{snapshot.path}: the snapshots do not fit the model of this run ({key!r} has shape"
+                             f" {tuple(tensor.shape)}, the model's {tuple(expected[key].shape)})")
+        if tensor.is_floating_point() and tensor.numel():
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{snapshot.path}: {key!r} holds NaN or infinite values")
+            if float(tensor.abs().max()) > max_abs:
+                raise ValueError(f"{snapshot.path}: {key!r} holds values up to {float(tensor.abs().max()):.3g}, far"
+                                 " beyond the run's weights (a snapshot written while training diverged)")
 
 
 def describe_reconstruction(snapshots: Sequence[Snapshot], coefficients: np.ndarray, target_nimg: int,

@@ -30,7 +30,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,16 @@ import os
 import torch
 from accelerate import Accelerator, PartialState
 
-from ..acceleration import set_tf32
-from ..evaluation.errors import first_line
+from ..data import DataConfig, DatasetShape, EDMImageDataset, inspect_dataset
+from ..errors import TrainingError, first_line
 from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
+from ..pipelines.fast_sampling import set_tf32
 from ..preconditioning import EDM_SIGMA_DATA
-from .args import Interval, TrainingError, resolve_batch_sizes
-from .data import DataConfig, DatasetShape, EDMImageDataset, inspect_dataset
 from .hub import read_token_file
 from .model_card import SECRET_KEYS
 from .model_config import count_parameters, edm_augment_dim, native_model_config, unet2d_model_config
 from .presets import get_preset
+from .settings import Interval, resolve_batch_sizes
 from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config
 
 
@@ -77,7 +77,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
-        resolution=args.resolution, center_crop=args.center_crop, random_flip=args.random_flip,
+        resolution=args.resolution, center_crop=args.center_crop, xflip=args.xflip,
         max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
         cache_dir=args.cache_dir, in_memory=args.data_in_memory, decoded_cache_dir=args.decoded_cache_dir,
         num_workers=args.dataloader_num_workers,

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,17 +17,16 @@ from typing import NoReturn
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
-from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
+from ..data import EDMImageDataset, build_dataset
+from ..errors import TrainingError
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..preconditioning import EDM_SIGMA_DATA
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
-from ..write_errors import OUT_OF_SPACE, WRITE_ERRORS, write_error_reason
-from .args import TrainingError, resolve_batch_sizes
-from .augment import AugmentPipe
+from .augment import AugmentPipe, random_flip
 from .checkpoint import (
     TrainingState,
     find_checkpoint,
@@ -37,24 +35,26 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .data import DatasetError, EDMImageDataset, build_dataset
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
 from .loss import loss_for_model
 from .model_card import write_model_card
 from .model_config import edm_augment_dim
+from .output_dir import check_output_dir, clear_run_outputs
 from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval
+from .resume import check_resumed_settings
 from .run_setup import (
     build_model,
     configure_numerics,
     data_config,
-    dry_run,
     fused_adam,
     load_pretrained,
     public_config,
     trackers,
 )
+from .sample_grid import grid_file_name, sample_grid
+from .settings import resolve_batch_sizes
 from .transfer import transfer_weights
 
 logger = logging.getLogger(__name__)  # other processes log warnings only (see EDMTrainer.__init__)
@@ -81,7 +81,11 @@ class TrainingProgress:
         return {"step": self.step, "cur_nimg": self.cur_nimg, "scores": scores}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step, self.cur_nimg = int(state["step"]), int(state["cur_nimg"])
+        step, cur_nimg = state["step"], state["cur_nimg"]
+        if not (isinstance(step, int) and isinstance(cur_nimg, int) and step >= 0 and cur_nimg >= 0
+                and (cur_nimg > 0) == (step > 0)):
+            raise ValueError(f"step {step!r} and images {cur_nimg!r} are not a training progress")
+        self.step, self.cur_nimg = step, cur_nimg
         # Checkpoints written before evaluation existed have no scores.
         self.scores = EvaluationScores(**state["scores"]) if state.get("scores") else None
 
@@ -147,7 +151,25 @@ class EDMTrainer:
                 "--mixed_precision fp16 needs a GPU: on a CPU accelerate has neither fp16 autocast nor a gradient "
                 "scaler, and the weights end up NaN. Use --mixed_precision bf16 or no (this also overrides an fp16 "
                 "`accelerate config` or accelerate launch --mixed_precision fp16).")
-        self._prepare_output_dir()
+        self.global_batch = args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps
+        # Before anything is written or prepared: the output folder, the settings a resumed run cannot change, the Hub.
+        output_dir = Path(args.output_dir)
+        check_output_dir(output_dir, bool(args.resume_from_checkpoint), args.overwrite_output_dir)
+        self._resume_path = None
+        if args.resume_from_checkpoint:
+            self._resume_path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+            if self._resume_path is not None:
+                check_resumed_settings(self._resume_path, public_config(args), self.global_batch)
+        self.publisher = None
+        if args.push_to_hub and self.accelerator.is_main_process:
+            token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+            repo_id = args.hub_model_id or output_dir.resolve().name
+            self.publisher = HubPublisher(repo_id, token=token, private=args.hub_private_repo)
+        self.accelerator.wait_for_everyone()  # every process has seen the folder as it was
+        if self.accelerator.is_main_process:
+            if args.overwrite_output_dir and not args.resume_from_checkpoint:
+                clear_run_outputs(output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed, device_specific=True)
         # The first process of each node decodes the data into the cache; the others then reuse it.
         self.dataset = dataset
@@ -177,7 +199,6 @@ class EDMTrainer:
         self.ema.model.to(self.accelerator.device)
         self._phema_saved_nimg: int | None = None
         self.progress = TrainingProgress()
-        self.global_batch = args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps
         self.total_steps = math.ceil(args.duration_kimg * 1000 / self.global_batch)
         if args.max_train_steps is not None:
             self.total_steps = min(self.total_steps, args.max_train_steps)
@@ -188,40 +209,29 @@ class EDMTrainer:
             except ValueError as error:
                 raise TrainingError(str(error)) from None
             self.phema = PowerFunctionEMA(self.accelerator.unwrap_model(self.model), args.phema_stds)
-        self._sampled_step = self._checkpointed_step = None
+        self._sampled_step = self._saved_step = None
         self._diverged_at: int | None = None  # the first step of the current run of non-finite losses
         self.evaluator = (TrainingEvaluator(args, self.dataset, self.accelerator, self._append_log)
                           if args.eval_every is not None else None)
-        self.publisher = None
-        if args.push_to_hub and self.accelerator.is_main_process:
-            token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
-            repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
-            self.publisher = HubPublisher(repo_id, token=token, private=args.hub_private_repo)
-
-    def _prepare_output_dir(self) -> None:
-        """Creates --output_dir and writes training_config.json (main process), so that a path that is a file or
-        cannot be written fails at once."""
-        output_dir = Path(self.args.output_dir)
-        for folder in (output_dir, *output_dir.parents):
-            if folder.exists():
-                if not folder.is_dir():
-                    raise TrainingError(f"--output_dir {output_dir}: {folder} is a file, not a folder; pass the path "
-                                        f"of a folder (it is created when missing).")
-                break
-        if self.accelerator.is_main_process:
-            output_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:  # only once the whole setup worked: a failed start leaves it as it was
             with open(output_dir / "training_config.json", "w", encoding="utf-8") as f:
-                json.dump(public_config(self.args), f, indent=2)
+                json.dump(public_config(args), f, indent=2)
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
     def train(self) -> None:
-        """Runs the loop to the end, then waits for the last Hub upload (also when the run fails)."""
+        """Runs the loop to the end, then waits for the last Hub upload (also when the run fails). A failed final
+        upload is an error (the exit status says so); the local outputs are complete either way."""
         try:
             self._run()
-        finally:
+        except BaseException:
             if self.publisher is not None:
                 self.publisher.close()
+            raise
+        if self.publisher is not None and not self.publisher.close():
+            raise TrainingError(f"the final upload to {self.publisher.repo_id} failed (see the warning above); the"
+                                f" outputs in {self.args.output_dir} are complete: upload them with `hf upload"
+                                f" {self.publisher.repo_id} {self.args.output_dir}`.")
 
     def _run(self) -> None:
         args, accelerator = self.args, self.accelerator
@@ -267,7 +277,12 @@ class EDMTrainer:
                                                    or step == self.total_steps):
                     self._evaluate()
                 if self.phema is not None and args.phema_every.due(step, cur_nimg, prev_nimg):
-                    self._save_phema_snapshots()
+                    self._track_divergence(window)
+                    if self._diverged_at is None:  # snapshots of diverging weights would spoil every reconstruction
+                        self._save_phema_snapshots()
+                    elif accelerator.is_main_process:
+                        logger.warning("No post-hoc EMA snapshot at step %d: the loss has not been finite since step "
+                                       "%d.", step, self._diverged_at)
                 if args.checkpointing_steps is not None and args.checkpointing_steps.due(step, cur_nimg, prev_nimg):
                     self._track_divergence(window)
                     if self._diverged_at is None:
@@ -313,6 +328,8 @@ class EDMTrainer:
         for _ in range(args.gradient_accumulation_steps):
             images, labels = next(batches)
             images = images.to(accelerator.device, non_blocking=True)
+            if args.random_flip:
+                images = random_flip(images)
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(accelerator.device, non_blocking=True) if self.dataset.num_classes else None
@@ -357,7 +374,7 @@ class EDMTrainer:
         args = self.args
         if not args.resume_from_checkpoint:
             return
-        path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        path = self._resume_path
         if path is None:
             logger.info("No checkpoint in %s yet; starting a new run.", args.output_dir)
             return
@@ -394,27 +411,33 @@ class EDMTrainer:
             f"training diverged and stops without saving. {where}.")
 
     def _pipeline(self) -> EDMPipeline:
+        """The EMA model as a pipeline, with the dataset's class names."""
         sigma_data = getattr(self.ema.model.precond, "sigma_data", EDM_SIGMA_DATA)  # used for raw networks only
-        pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=sigma_data))
+        class_names = self.dataset.class_names
+        pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=sigma_data),
+                           id2label=dict(enumerate(class_names)) if class_names else None)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def _sample_grid(self) -> None:
-        """Writes samples/grid-<kimg>.png and samples.png (the latest): EMA samples, one row per class."""
+        """Writes samples/grid-<kimg>kimg-step<step>.png and samples.png (the latest): EMA samples, one row per class
+        headed by its name (see `sample_grid`)."""
         self._sampled_step = self.progress.step
         if not self.accelerator.is_main_process:
             return
         args = self.args
-        rows = self.dataset.num_classes or 4
+        num_classes = self.dataset.num_classes
+        rows = num_classes or 4
         count = rows * args.samples_per_class
         generators = [torch.Generator().manual_seed(args.seed * 100_000 + i) for i in range(count)]
-        labels = [i // args.samples_per_class for i in range(count)] if self.dataset.num_classes else None
+        labels = [i // args.samples_per_class for i in range(count)] if num_classes else None
         images = self._pipeline()(batch_size=count, class_labels=labels, generator=generators,
                                   num_inference_steps=args.num_inference_steps).images
-        grid = make_image_grid(images, rows=rows, cols=args.samples_per_class)
+        names = self.dataset.class_names or [str(index) for index in range(num_classes)]
+        grid = sample_grid(images, rows, row_labels=names if num_classes else None)
         folder = Path(args.output_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        grid.save(folder / f"grid-{self.progress.cur_nimg // 1000:06d}kimg.png")
+        grid.save(folder / grid_file_name(self.progress.cur_nimg, self.progress.step))
         grid.save(Path(args.output_dir) / "samples.png")
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
@@ -439,13 +462,31 @@ class EDMTrainer:
                                       Path(self.args.output_dir) / SNAPSHOT_FOLDER, self.progress.cur_nimg)
 
     def _save(self, final: bool = False) -> None:
-        """Checkpoints (atomically) and rewrites the pipeline folder and model card; uploads them when asked."""
+        """Checkpoints (atomically) and rewrites the pipeline folder and model card; uploads them when asked. Once per
+        step: the end of a run that has just checkpointed saves nothing again."""
         if final and self.phema is not None:
             self._save_phema_snapshots()
-        self._checkpoint()
-        if not self.accelerator.is_main_process:
+        if self._saved_step == self.progress.step:
+            if final and self.publisher is not None:
+                self.publisher.upload(self.args.output_dir, "End of training")
             return
+        self._saved_step = self.progress.step
+        output_dir = Path(self.args.output_dir)
+        save_checkpoint(output_dir / f"checkpoint-{self.progress.step}", self.accelerator, self._state())
+        if self.accelerator.is_main_process:
+            self._write_pipeline_and_card(final)
+            # Housekeeping last, so that it can never cost the new checkpoint, pipeline or card.
+            prune_checkpoints(output_dir, self.args.checkpoints_total_limit, self.progress.step)
+        self.accelerator.wait_for_everyone()
+
+    def _write_pipeline_and_card(self, final: bool) -> None:
+        """Rewrites the pipeline folder and the model card (main process), and queues their upload; never with EMA
+        weights that are not finite (the pipeline of an earlier save stays)."""
         args = self.args
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in self.ema.model.parameters()):
+            raise TrainingError(f"the EMA weights are not finite at step {self.progress.step}, so the pipeline in"
+                                f" {args.output_dir} was left as it was; resume from an earlier checkpoint with a lower"
+                                f" --learning_rate (now {args.learning_rate:g}).")
         self._pipeline().save_pretrained(args.output_dir)
         grid = Path(args.output_dir) / "samples.png"
         repo_id = self.publisher.repo_id if self.publisher else (args.hub_model_id or Path(args.output_dir).name)
@@ -456,7 +497,7 @@ class EDMTrainer:
             num_classes=self.dataset.num_classes, steps=self.progress.step, kimg=self.progress.cur_nimg / 1000,
             batch_size=self.global_batch, grid_path=grid.name if grid.exists() else None,
             evaluation=self.progress.scores, loss_description=self.loss_fn.description,
-            base_model=args.pretrained_model_name_or_path,
+            base_model=args.pretrained_model_name_or_path, class_names=self.dataset.class_names,
         )
         logger.info("Saved the EMA pipeline and model card to %s at step %d.", args.output_dir, self.progress.step)
         if self.publisher is not None:
@@ -464,17 +505,6 @@ class EDMTrainer:
             message = "End of training" if final else f"Step {self.progress.step} ({kimg:g} kimg)"
             self.publisher.upload(args.output_dir, message)
 
-    def _checkpoint(self) -> None:
-        """Writes checkpoint-<step> (model, EMA, optimizer, progress, RNG states; see `checkpoint.save_checkpoint`) and
-        removes the oldest ones beyond --checkpoints_total_limit."""
-        if self._checkpointed_step == self.progress.step:
-            return
-        self._checkpointed_step = self.progress.step
-        output_dir = Path(self.args.output_dir)
-        save_checkpoint(output_dir / f"checkpoint-{self.progress.step}", self.accelerator, self._state())
-        if self.accelerator.is_main_process:
-            prune_checkpoints(output_dir, self.args.checkpoints_total_limit, self.progress.step)
-        self.accelerator.wait_for_everyone()
 
 
 class _LogWindow:
@@ -523,35 +553,3 @@ def _logged_step(line: str) -> float:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-def train(args: argparse.Namespace) -> None:
-    """Runs `train_edm.py` with parsed arguments. A mistake the user can fix (settings, data, checkpoints, a full or
-    read-only disk) ends the run with one line and exit status 2; anything else keeps its traceback."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    for noisy in ("accelerate", "diffusers", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if args.dry_run:
-            dry_run(args)
-        else:
-            EDMTrainer(args).train()
-    except (TrainingError, DatasetError) as error:
-        _exit_with_error(str(error), every_process=False)  # raised alike on every process: reported once
-    except OSError as error:
-        if error.errno not in WRITE_ERRORS:
-            raise
-        if error.errno in OUT_OF_SPACE:
-            advice = ("free some space or pass an --output_dir on a disk with room, then continue with "
-                      "--resume_from_checkpoint latest")
-        else:
-            advice = "check its permissions, or pass an --output_dir you can write to"
-        _exit_with_error(f"{error.filename}: {write_error_reason(error)}; {advice}.", every_process=True)
-
-
-def _exit_with_error(message: str, every_process: bool) -> NoReturn:
-    """Prints `train_edm.py: error: <message>` as one line (on the main process only unless `every_process`) and exits
-    with status 2, as argparse does for a bad command line."""
-    if every_process or PartialState().is_main_process:
-        print(f"train_edm.py: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    raise SystemExit(2)

@@ -20,9 +20,8 @@ from typing import NamedTuple
 import huggingface_hub.constants
 import torch
 
-from ..evaluation.errors import first_line
+from ..errors import TrainingError, first_line
 from ..models.unet_edm import NATIVE_BACKBONES, EDMPreconditionedUNet2DModel
-from .errors import TrainingError
 from .loss import check_trainable
 
 MODEL_CLASS = EDMPreconditionedUNet2DModel.__name__

@@ -1,80 +1,45 @@
-"""Command-line interface of `train_edm.py` (flag names follow diffusers' training examples)."""
+# Copyright 2026 The diffusers-edm authors. Licensed under the Apache License, Version 2.0.
+"""`train_edm.py` (`edm-train`): trains an EDM model with accelerate, from one CPU to many GPUs and nodes.
+
+    accelerate launch train_edm.py [--help]
+
+Without arguments it trains a class-conditional model on scikit-learn's bundled 8x8 digits and writes an
+`EDMPipeline` folder, sample grids and a model card to ./edm-digits. The training itself is
+[`diffusers_edm.training`]; this module is its command line. A mistake the user can fix (settings, data, checkpoints,
+a full or read-only disk) ends the run with one line, `train_edm.py: error: ...`, and exit status 2; anything else
+keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
 
-from .data import DIGITS_DEFAULT_RESOLUTION
-from .errors import TrainingError  # noqa: F401 - imported from here by the rest of the package
-from .loss import TRAINABLE_PRECONDITIONINGS
-from .phema import std_list_argument
-from .presets import PRESETS, preset_defaults
+from ..data import DIGITS_DEFAULT_RESOLUTION
+from ..training.loss import TRAINABLE_PRECONDITIONINGS
+from ..training.phema import std_list_argument
+from ..training.presets import PRESETS, preset_defaults
+from ..training.run_setup import dry_run
+from ..training.settings import ARCHITECTURES, DEFAULT_BATCH_SIZE, TRACKERS, Interval, parse_interval
+from ..training.trainer import EDMTrainer
+from .common import OneLineErrorParser, reported_errors
 
-NATIVE_ARCHITECTURES = {
-    "ddpmpp": ("song_unet", dict(embedding_type="positional", encoder_type="standard", decoder_type="standard",
-                                 channel_mult_noise=1, resample_filter=[1, 1])),
-    "ncsnpp": ("song_unet", dict(embedding_type="fourier", encoder_type="residual", decoder_type="standard",
-                                 channel_mult_noise=2, resample_filter=[1, 3, 3, 1])),
-    "adm": ("dhariwal_unet", {}),
-}
-"""--arch choices of the paper's backbones: (backbone_type, fixed backbone_config) of EDM train.py's DDPM++, NCSN++
-and ADM settings."""
-
-ARCHITECTURES = (*NATIVE_ARCHITECTURES, "unet_2d")
-
-TRACKERS = ("tensorboard", "wandb", "all", "none")
-"""--report_to choices: accelerate trackers (`all` = every installed one)."""
-
-DEFAULT_BATCH_SIZE = 64
-"""Per-device batch when neither --train_batch_size nor --total_batch_size gives one."""
-"""--arch choices: the paper's backbones and diffusers' UNet2DModel."""
+PROG = "train_edm.py"
 
 
-@dataclass(frozen=True)
-class Interval:
-    """How often something happens: every `value` optimizer steps, or every `value` thousand images ("kimg")."""
-
-    value: float
-    unit: str  # "steps" or "kimg"
-
-    def due(self, step: int, cur_nimg: int, prev_nimg: int) -> bool:
-        """Whether the interval elapsed with the step that took the image count from `prev_nimg` to `cur_nimg`."""
-        if self.unit == "steps":
-            return step % int(self.value) == 0
-        period = self.value * 1000
-        return int(cur_nimg // period) > int(prev_nimg // period)
-
-    def __str__(self) -> str:
-        return f"{self.value:g} {self.unit}"
-
-
-def parse_interval(text: str) -> Interval | None:
-    """Parses "500" (steps), "500steps" or "20kimg"; "0" or "none" disables."""
-    cleaned = text.strip().lower()
-    if cleaned in ("0", "none", "off"):
-        return None
-    unit = "kimg" if cleaned.endswith("kimg") else "steps"
-    number = cleaned.removesuffix("kimg").removesuffix("steps")
-    try:
-        value = float(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an interval: use e.g. 500 (steps) or 20kimg (images)")
-    if value <= 0 or (unit == "steps" and value != int(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be a positive number (whole for steps)")
-    return Interval(value, unit)
-
-
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """A comma-separated list of integers (e.g. --channel_mult 1,2,2)."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train_edm.py",
+def build_parser() -> OneLineErrorParser:
+    """The command line of `train_edm.py` (flag names follow diffusers' training examples)."""
+    parser = OneLineErrorParser(
+        prog=PROG,
         description=(
             "Train an EDM diffusion model (Karras et al. 2022) with accelerate. Without arguments it trains a "
             "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about 20 minutes "
@@ -103,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"Training resolution in pixels (images are resized). Default: the data's own size "
                            f"({DIGITS_DEFAULT_RESOLUTION} for the digits).")
     data.add_argument("--center_crop", action="store_true", help="Center-crop to a square before resizing.")
-    data.add_argument("--random_flip", action="store_true",
-                      help="Dataset x-flip: add a mirrored copy of every image (EDM's --xflip; doubles the dataset).")
+    flips = data.add_mutually_exclusive_group()
+    flips.add_argument("--xflip", action="store_true",
+                       help="EDM's dataset x-flip: add a mirrored copy of every image (doubles the dataset; "
+                            "deterministic).")
+    flips.add_argument("--random_flip", action="store_true",
+                       help="diffusers' random flip: mirror each image with probability 1/2 every time it is drawn.")
     data.add_argument("--max_train_samples", type=int, default=None, help="Use a seeded random subset of this size.")
     conditioning = data.add_mutually_exclusive_group()
     conditioning.add_argument("--conditional", dest="conditional", action="store_const", const=True, default=None,
@@ -140,12 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), or "
                             "diffusers' UNet2DModel ('unet_2d').")
     model.add_argument("--model_channels", type=int, default=40, help="Channels of the first level.")
-    model.add_argument("--channel_mult", type=_int_list, default=[1, 2],
+    model.add_argument("--channel_mult", type=int_list, default=[1, 2],
                        help="Per-level channel multipliers (comma-separated); one downsampling between levels "
                             "(paper CIFAR-10: 2,2,2).")
     model.add_argument("--layers_per_block", type=int, default=1,
                        help="Residual blocks per level (paper: 4 for DDPM++/NCSN++, 3 for ADM).")
-    model.add_argument("--attn_resolutions", type=_int_list, default=[],
+    model.add_argument("--attn_resolutions", type=int_list, default=[],
                        help="Resolutions (pixels) whose levels use self-attention, comma-separated (paper CIFAR-10: "
                             "16); the Song U-Net always attends at its lowest resolution.")
     model.add_argument("--dropout", type=float, default=0.1, help="Dropout probability in the residual blocks.")
@@ -229,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Keep at most this many checkpoints (oldest removed first).")
     output.add_argument("--resume_from_checkpoint", default=None,
                         help="'latest' or a path to a checkpoint-<step> folder to continue from.")
+    output.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Start a new run in an --output_dir that holds another run: its outputs (checkpoints, "
+                             "post-hoc EMA snapshots, logs, pipeline, grids) are deleted first; other files stay.")
     output.add_argument("--sample_every", type=parse_interval, default=parse_interval("20kimg"),
                         help="Write a sample grid every N steps or K kimg ('kimg' suffix); 0 disables.")
     output.add_argument("--num_inference_steps", type=int, default=18,
@@ -268,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--eval_detector_path", default=None,
                             help="Local copy of the named detector (the inception-2015-12-05.pt file or a DINOv2 "
                                  "folder), for machines without internet.")
+    evaluation.add_argument("--trust_detector", action="store_true",
+                            help="Run a TorchScript --eval_detector that is not pinned even if it uses more than "
+                                 "tensor arithmetic (TorchScript can read and write your files: only for files you "
+                                 "trust).")
     evaluation.add_argument("--eval_ref", default=None,
                             help="Reference statistics: .npz path or URL (e.g. EDM's fid-refs). Default: those of the "
                                  "training images (no x-flip copies), computed once and cached as "
@@ -307,6 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.phema_every is not None and not args.phema_stds:
+        parser.error("--phema_every sets how often post-hoc EMA snapshots are stored; it needs --phema_stds (e.g. "
+                     "0.05,0.10)")
     if args.phema_stds and args.phema_every is None:
         args.phema_every = Interval(args.duration_kimg / 16, "kimg")
     if args.eval_detector is None:
@@ -314,24 +293,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
-    """Sets `args.train_batch_size` and `args.gradient_accumulation_steps` to numbers: from --total_batch_size when
-    given (EDM's --batch; the per-device batch, or with --train_batch_size the accumulation, follows), else the
-    defaults. A total that does not split evenly is a TrainingError naming the numbers."""
-    total, per_device, accumulation = args.total_batch_size, args.train_batch_size, args.gradient_accumulation_steps
-    if total is None:
-        args.train_batch_size = per_device or DEFAULT_BATCH_SIZE
-        args.gradient_accumulation_steps = accumulation or 1
-        return
-    if per_device is None:
-        accumulation = accumulation or 1
-        per_device = total // (num_processes * accumulation)
-    elif accumulation is None:
-        accumulation = max(total // (num_processes * per_device), 1)
-    if per_device * num_processes * accumulation != total:
-        raise TrainingError(
-            f"--total_batch_size {total} is not {num_processes} process(es) x --train_batch_size {per_device} x "
-            f"--gradient_accumulation_steps {accumulation}: pass a --train_batch_size that divides "
-            f"{total // num_processes if total % num_processes == 0 else total} evenly (or a total divisible by the "
-            f"number of processes).")
-    args.train_batch_size, args.gradient_accumulation_steps = per_device, accumulation
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parses the command line and trains (or, with `--dry_run`, reports what would be trained)."""
+    train(parse_args(argv))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Runs `train_edm.py` with parsed arguments; a user's mistake ends the run with one line and exit status 2 (on
+    the main process only when every process raises it alike)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("accelerate", "diffusers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    disk_advice = ("free some space or pass an --output_dir on a disk with room, then continue with "
+                   "--resume_from_checkpoint latest")
+    with reported_errors(PROG, disk_advice, "pass an --output_dir you can write to", main_process_only=True):
+        if args.dry_run:
+            dry_run(args)
+        else:
+            EDMTrainer(args).train()
+
+
+def cli() -> None:
+    """The `edm-train` console script (its exit status is what `main` returns or raises, not its result)."""
+    main()
+
+
+if __name__ == "__main__":
+    main()

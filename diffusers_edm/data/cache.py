@@ -5,22 +5,26 @@ per access with `os.preadv`, never through a memory map, so a process's resident
 it reads (the operating system's page cache keeps the hot part of the file fast). A cache is two files in one folder:
 
 * `<name>-<fingerprint>.npy`: the images;
-* `<name>-<fingerprint>.json`: the fingerprint, the shape and the warnings logged while decoding, written last so its
-  presence marks a complete cache.
+* `<name>-<fingerprint>.json`: the fingerprint, the shape, the SHA-256 of the images file and the warnings logged
+  while decoding, written last so its presence marks a complete cache.
 
 `<name>` identifies the source and the preparation (path or dataset id, resolution, center crop, subset), the
-fingerprint also covers the content (file names, sizes and modification times, zip member CRCs, the `datasets`
-fingerprint) and the selected images. Both files are written under staging names and moved into place with
-`os.replace`, so a half-written cache is never used; a complete cache for the same `<name>` replaces older ones.
+fingerprint also covers the content (the bytes of every image file, zip member CRCs, the `datasets` fingerprint) and
+the selected images. Both files are written under staging names and moved into place with `os.replace`, so a
+half-written cache is never used; a complete cache for the same `<name>` replaces older ones. Every use reads the
+images file once to check its SHA-256, so a cache altered in a shared folder is rebuilt, never trained on; a path that
+is not a regular file (e.g. a FIFO) is never opened.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 
@@ -29,8 +33,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
-"""Changes whenever the decoding changes, so that caches written by another version are rebuilt."""
+CACHE_FORMAT_VERSION = 2
+"""Changes whenever the decoding or the cache format changes, so that caches written by another version are rebuilt
+(2: content fingerprints and the images file's SHA-256)."""
 
 
 def default_decoded_cache_dir() -> Path:
@@ -44,6 +49,22 @@ def digest(value: object) -> str:
     """SHA-256 hex digest of a JSON-serialisable value (bytes are hashed as they are)."""
     data = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True).encode("utf-8")
     return hashlib.sha256(data).hexdigest()
+
+
+def _is_regular_file(path: Path) -> bool:
+    """Whether `path` is a regular file (not a FIFO, device or folder, which opening could block on or misread)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _sha256_of(path: Path) -> str:
+    digest_ = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest_.update(chunk)
+    return digest_.hexdigest()
 
 
 def _read_npy_header(path: str) -> tuple[tuple[int, ...], int]:
@@ -113,22 +134,35 @@ class DecodedImageWriter:
         self.path, self.count, self.written = staging_path, count, 0
         self.shape: tuple[int, int, int, int] | None = None
         self._file = None
+        self._hash = hashlib.sha256()
 
     def allocate(self, channels: int, height: int, width: int) -> None:
         """Starts the file for `count` images of `[channels, height, width]`."""
         self.shape = (self.count, channels, height, width)
         self._file = open(self.path, "wb")
+        self._hash = hashlib.sha256()
         header = {
             "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
             "fortran_order": False,
             "shape": self.shape,
         }
-        np.lib.format.write_array_header_1_0(self._file, header)
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, header)
+        self._write(buffer.getvalue())
 
     def append(self, image: np.ndarray) -> None:
         """Appends one `[C, H, W]` uint8 image."""
-        self._file.write(np.ascontiguousarray(image).data)
+        self._write(np.ascontiguousarray(image).data)
         self.written += 1
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of everything written (the whole file once finished)."""
+        return self._hash.hexdigest()
 
     def widen_to_rgb(self) -> None:
         """Rewrites the grayscale images written so far with three channels (each a copy of the gray values)."""
@@ -150,10 +184,15 @@ class DecodedImageWriter:
         self._file.close()
 
     def discard(self) -> None:
-        """Removes the staging file (after an error)."""
-        if self._file is not None:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Removes the staging file (after an error), also when closing it fails (a full disk fails the final
+        flush)."""
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError:
+            pass
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class DecodedCache:
@@ -175,16 +214,20 @@ class DecodedCache:
 
     def load(self, fingerprint: str) -> tuple[DecodedImageFile, list[str]] | None:
         """The complete cache with this fingerprint and the warnings logged when it was written, else `None`."""
-        meta_path = self._path(fingerprint, ".json")
-        if not meta_path.is_file():
+        meta_path, images_path = self._path(fingerprint, ".json"), self._path(fingerprint, ".npy")
+        if not _is_regular_file(meta_path):
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            images = DecodedImageFile(self._path(fingerprint, ".npy"))
+            if not _is_regular_file(images_path):
+                raise ValueError("the image file is missing or not a regular file")
+            images = DecodedImageFile(images_path)
             if meta["fingerprint"] != fingerprint or list(images.shape) != meta["shape"]:
                 raise ValueError("the cache belongs to other data")
             if os.path.getsize(images.path) != images.file_size:
                 raise ValueError("the image file has the wrong size")
+            if _sha256_of(images_path) != meta["sha256"]:
+                raise ValueError("the image file does not match its checksum: it was altered or is corrupt")
         except (OSError, ValueError, KeyError, TypeError) as error:
             logger.warning("Ignoring the decoded-image cache %s (%s); decoding the images again.", meta_path, error)
             return None
@@ -205,11 +248,15 @@ class DecodedCache:
         meta = {
             "fingerprint": fingerprint,
             "shape": list(writer.shape),
+            "sha256": writer.sha256,
             "warnings": warnings,
             "format_version": CACHE_FORMAT_VERSION,
         }
-        staging_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.replace(staging_meta, meta_path)
+        try:
+            staging_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            os.replace(staging_meta, meta_path)
+        finally:
+            staging_meta.unlink(missing_ok=True)
         images = DecodedImageFile(images_path)
         self._remove_older(fingerprint)
         return images

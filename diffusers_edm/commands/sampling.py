@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -38,7 +37,13 @@ from ..errors import EDMInputError, one_line
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.fast_sampling import COMPILE_MODES, DTYPES, FastSampling, accelerate_pipeline, resolve_fast_settings
 from ..pipelines.pipeline_edm import EDMPipeline
-from ..pipelines.saved_folders import MODEL_HINT, check_model_folder, check_weights, read_json_file
+from ..pipelines.saved_folders import (
+    MODEL_HINT,
+    check_model_folder,
+    check_weights,
+    load_pipeline_quietly,
+    read_json_file,
+)
 from ..pipelines.scheduler_families import SCHEDULERS_BY_NAME
 from ..sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, read_num_inference_steps
 from ..schedulers.scheduling_edm_ablation import DISCRETIZATIONS, SCALINGS, SCHEDULES, EDMAblationScheduler
@@ -403,15 +408,10 @@ def check_model_argument(model: str, flag: str) -> None:
 
 def _load_pipeline(model: str) -> EDMPipeline:
     """The pipeline of `--model`, loaded without diffusers' progress bar (the tool's output is its own)."""
-    shown = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
     try:
-        return EDMPipeline.from_pretrained(model)
+        return load_pipeline_quietly(model)
     except (OSError, ValueError, TypeError) as error:
         raise EDMInputError(f"Could not load --model {model}: {one_line(error)}") from None
-    finally:
-        if shown:
-            diffusers_logging.enable_progress_bar()
 
 
 def load_denoiser(path: str, flag: str) -> EDMPreconditionedUNet2DModel:

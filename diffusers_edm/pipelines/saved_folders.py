@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from diffusers.utils import logging as diffusers_logging
 from safetensors import SafetensorError, safe_open
 
 from ..errors import EDMInputError
@@ -70,3 +71,15 @@ def read_json_file(folder: Path, name: str, fix: str) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise EDMInputError(f"Model folder {folder}: {name} holds a {type(content).__name__}, not a JSON object. {fix}")
     return content
+
+
+def load_pipeline_quietly(model: str | os.PathLike) -> EDMPipeline:
+    """`EDMPipeline.from_pretrained(model)` without diffusers' loading progress bar (for tools whose output is their
+    own, such as a one-line error)."""
+    shown = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        return EDMPipeline.from_pretrained(model)
+    finally:
+        if shown:
+            diffusers_logging.enable_progress_bar()

@@ -55,8 +55,11 @@ def read_token_file(path: str) -> str:
         raise TrainingError(f"--hub_token_file {path} is not a text file; it must hold the token only.") from None
     except OSError as error:
         raise TrainingError(f"--hub_token_file {path}: cannot read it ({error.strerror}).") from None
-    if len(data) > MAX_TOKEN_FILE_BYTES or len(token.split()) > 1:
-        raise TrainingError(f"--hub_token_file {path} holds more than one token; it must hold the token only.")
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise TrainingError(f"--hub_token_file {path} is larger than a token file could be; it must hold the token"
+                            " only.")
+    if len(token.split()) > 1:
+        raise TrainingError(f"--hub_token_file {path} holds more than one word; it must hold the token only.")
     if not token:
         raise TrainingError(f"--hub_token_file {path} is empty; it must hold the token (hf_...).")
     if mode & (stat.S_IRGRP | stat.S_IROTH):

@@ -20,8 +20,7 @@ import numpy as np
 
 from ..errors import EDMInputError, ReconstructionError
 from ..folders import check_output_dir, move_into_place, staging_folder
-from ..pipelines.pipeline_edm import EDMPipeline
-from ..pipelines.saved_folders import check_model_folder
+from ..pipelines.saved_folders import check_model_folder, load_pipeline_quietly
 from .phema import SNAPSHOT_FOLDER, Snapshot, describe_reconstruction, list_snapshots, reconstruct_state_dict
 
 RECORD_NAME = "phema_reconstruction.json"
@@ -89,7 +88,7 @@ def reconstruct(run: Path, stds: Sequence[float], out: Path, at_kimg: int | None
         raise ReconstructionError(f"--run {run}: {error}") from None
     snapshots, target = select_snapshots(run, at_kimg)
     folders = output_folders(run, out, stds, overwrite)
-    pipeline = EDMPipeline.from_pretrained(run)
+    pipeline = load_pipeline_quietly(run)
     expected = pipeline.unet.state_dict()
     largest = max((float(v.abs().max()) for v in expected.values() if v.is_floating_point() and v.numel()), default=1)
     for std, folder in zip(stds, folders):

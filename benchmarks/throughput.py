@@ -350,8 +350,9 @@ def train_edm(config: Config, device: torch.device, small: bool, iterations: int
     AcceleratorState._reset_state()  # each configuration has its own mixed precision
     GradientState._reset_state()
     resolution, num_classes = RESOLUTION[config.model], NUM_CLASSES[config.model]
-    argv = ["--preset", PRESETS[config.model], "--output_dir", output_dir, "--total_batch_size", str(config.batch),
-            "--report_to", "none", "--sample_every", "0", "--checkpointing_steps", "0", "--logging_steps", "1000000",
+    argv = ["--preset", PRESETS[config.model], "--output_dir", output_dir, "--overwrite_output_dir",
+            "--total_batch_size", str(config.batch), "--report_to", "none", "--sample_every", "0",
+            "--checkpointing_steps", "0", "--logging_steps", "1000000",
             "--mixed_precision", {"bf16": "bf16", "fp16": "fp16"}.get(config.dtype, "no")]
     if config.dtype == "fp32":
         argv.append("--exact_numerics")  # TF32 off (the official code's numerics)

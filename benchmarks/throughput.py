@@ -9,6 +9,10 @@ optimizer, EMA). The networks have random weights (speed does not depend on them
 * `imagenet64-adm`: the ImageNet-64 ADM of `--preset imagenet64-cond-adm` (296M parameters).
 * `ddpm-cifar10-32`: diffusers' `UNet2DModel` with the shape of `google/ddpm-cifar10-32` (35.7M parameters) driven
   by diffusers' `EDMEulerScheduler` in the loop a diffusers user writes (35 evaluations): the baseline.
+* `edm2-img512-xs`, `edm2-img512-s`: EDM2's ImageNet-512 networks (125M, 280M parameters) on 4×64×64 latents, sampled
+  as EDM2's generator does (32 Heun steps, 63 evaluations, float32 state) and decoded to 512×512 by a VAE of
+  `stabilityai/sd-vae-ft-mse`'s architecture; "+guided" adds classifier-free guidance by the unconditional XS network
+  (twice the evaluations), as the official `guid` presets.
 
 Each configuration (precision fp32 / tf32 / bf16 / fp16, channels_last, torch.compile mode, CUDA graphs) prints one
 JSON line (also appended to `--out DIR/throughput.jsonl`) and the markdown table `DIR/throughput.md` is rewritten
@@ -45,12 +49,20 @@ import torch
 
 EVALUATIONS = 35  # 18 Heun steps (2N - 1 evaluations); the baseline runs 35 Euler steps
 HEUN_STEPS = 18
+EDM2_STEPS = 32  # EDM2's generator: 63 evaluations per image (126 with guidance)
+EDM2_GUIDANCE = 1.4  # the XS and S classifier-free guidance weight of the official FID presets
 GIB = 1024**3
 
-MODELS = ("cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32")
+EDM2_MODELS = ("edm2-img512-xs", "edm2-img512-s")
+MODELS = ("cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32", *EDM2_MODELS)
 PRESETS = {"cifar10-ddpmpp": "cifar10-cond-ddpmpp", "imagenet64-adm": "imagenet64-cond-adm"}
-NUM_CLASSES = {"cifar10-ddpmpp": 10, "imagenet64-adm": 1000, "ddpm-cifar10-32": 0}
-RESOLUTION = {"cifar10-ddpmpp": 32, "imagenet64-adm": 64, "ddpm-cifar10-32": 32}
+NUM_CLASSES = {"cifar10-ddpmpp": 10, "imagenet64-adm": 1000, "ddpm-cifar10-32": 0, "edm2-img512-xs": 1000,
+               "edm2-img512-s": 1000}
+RESOLUTION = {"cifar10-ddpmpp": 32, "imagenet64-adm": 64, "ddpm-cifar10-32": 32, "edm2-img512-xs": 512,
+              "edm2-img512-s": 512}
+# EDM2 networks (official presets' arguments: 64×64×4 latents, 1000 classes), keyed by model; "-uncond" is the guide.
+EDM2_CHANNELS = {"edm2-img512-xs": 128, "edm2-img512-s": 192, "edm2-img512-xs-uncond": 128}
+EDM2_SMALL = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8], channels_per_head=16)
 
 # Small variants for CPU runs: the same backbones, far fewer channels and levels.
 SMALL_OVERRIDES = {
@@ -84,6 +96,15 @@ class Config:
     channels_last: bool = False
     compile: str | None = None  # None (eager), "default", "max-autotune-no-cudagraphs", "reduce-overhead"
     batch: int = 1
+    guided: bool = False  # EDM2: classifier-free guidance by the unconditional XS network
+
+    @property
+    def evaluations_per_image(self) -> int | None:
+        if self.task != "sample":
+            return None
+        if self.model in EDM2_MODELS:
+            return (2 * EDM2_STEPS - 1) * (2 if self.guided else 1)
+        return EVALUATIONS
 
     @property
     def cuda_graphs(self) -> bool:
@@ -96,7 +117,7 @@ class Config:
 
     @property
     def name(self) -> str:
-        parts = [self.dtype] + (["channels_last"] if self.channels_last else [])
+        parts = [self.dtype] + (["channels_last"] if self.channels_last else []) + (["guided"] if self.guided else [])
         if self.compile == "reduce-overhead":
             parts.append("compile+cuda_graphs")
         elif self.compile is not None:
@@ -169,7 +190,28 @@ def ddpm_cifar10_32_config(small: bool) -> dict:
 def edm_model_config(model: str, small: bool) -> dict:
     from diffusers_edm.training.model_config import preset_model_config
 
+    if model.startswith("edm2-"):
+        backbone = EDM2_SMALL if small else {"model_channels": EDM2_CHANNELS[model]}
+        return dict(sample_size=16 if small else 64, in_channels=4, out_channels=4, backbone_type="edm2_unet",
+                    num_class_labels=0 if model.endswith("-uncond") else (10 if small else 1000),
+                    backbone_config=dict(backbone))
     return preset_model_config(PRESETS[model], **(SMALL_OVERRIDES[model] if small else {}))
+
+
+def build_vae(small: bool, seed: int = 0) -> torch.nn.Module:
+    """An `AutoencoderKL` of `stabilityai/sd-vae-ft-mse`'s architecture (83.7M parameters; random weights, written
+    out here, no download) with EDM2's latent statistics; tiny on the CPU."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    blocks = (8, 16) if small else (128, 256, 512, 512)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(blocks),
+                        up_block_types=("UpDecoderBlock2D",) * len(blocks), block_out_channels=blocks,
+                        layers_per_block=1 if small else 2, latent_channels=4, norm_num_groups=4 if small else 32,
+                        sample_size=32 if small else 512)
+    vae.register_to_config(latents_mean=[5.81, 3.25, 0.12, -2.15], latents_std=[4.17, 4.62, 3.71, 3.28],
+                           scaling_factor=0.5)
+    return vae.eval()
 
 
 _BUILT: dict[tuple, torch.nn.Module] = {}
@@ -212,6 +254,8 @@ def redraw_weights(network: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in**0.5)
         elif name.endswith("bias"):
             parameter.copy_(0.02 * torch.randn(parameter.shape, generator=generator))
+        elif name.endswith("gain"):  # EDM2's learned gains start at 0 (silent branches and output)
+            parameter.copy_(1 + 0.5 * torch.randn(parameter.shape, generator=generator))
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -295,6 +339,38 @@ def sample_edm(config: Config, device: torch.device, small: bool, iterations: in
     result = _time_sampling(run, device, iterations)
     images = images_01(outputs[0])
     return dict(result, params=params, attention=attention, scheduler="EDMHeunScheduler(18 steps)"), images
+
+
+def sample_edm2(config: Config, device: torch.device, small: bool, iterations: int,
+                redraw: bool = True) -> tuple[dict, torch.Tensor]:
+    """EDM2's generator flow: 32 Heun steps on latents (float32 state), optional classifier-free guidance by the
+    unconditional XS network, VAE decode to pixels (float32 VAE, as the official generator)."""
+    from diffusers_edm import EDMHeunScheduler, EDMPipeline
+    from diffusers_edm.pipelines.fast_sampling import accelerate_pipeline
+    from diffusers_edm.sampler_presets import EDM2_SCHEDULE
+
+    unet = build_model(config.model, small, redraw=redraw).to(device)
+    params = count_params(unet)
+    guide = build_model("edm2-img512-xs-uncond", small, seed=1, redraw=redraw).to(device) if config.guided else None
+    attention = set_attention(unet, config.exact, device)
+    if guide is not None:
+        set_attention(guide, config.exact, device)
+    pipe = EDMPipeline(unet=unet, scheduler=EDMHeunScheduler(**EDM2_SCHEDULE), guide_unet=guide,
+                       vae=build_vae(small).to(device), guidance_scale=EDM2_GUIDANCE if config.guided else 1.0)
+    pipe.set_progress_bar_config(disable=True)
+    accelerate_pipeline(pipe, dtype=config.dtype if config.dtype in ("bf16", "fp16") else None,
+                        channels_last=config.channels_last, compile=config.compile, cuda_graphs=config.cuda_graphs)
+    labels = (torch.arange(config.batch) % unet.config.num_class_labels).tolist()
+    outputs = {}
+
+    def run(seed: int) -> None:
+        generator = torch.Generator(device).manual_seed(seed)
+        outputs[seed] = pipe(batch_size=config.batch, class_labels=labels, num_inference_steps=EDM2_STEPS,
+                             output_type="pt", generator=generator).images
+
+    result = _time_sampling(run, device, iterations)
+    scheduler = f"EDMHeunScheduler(32 steps, float32 state{', CFG w=1.4' if config.guided else ''}) + VAE decode"
+    return dict(result, params=params, attention=attention, scheduler=scheduler), outputs[0].double().cpu()
 
 
 def sample_diffusers(config: Config, device: torch.device, small: bool, iterations: int,
@@ -410,7 +486,8 @@ def gpu_check_grid(sample_batch: dict, train_batch: dict) -> list[Config]:
     """The prioritised grid of `gpu_check.sh` (later entries are dropped first by the time budget)."""
     C = Config
     c, i, d = "cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32"
-    sc, si, sd = sample_batch[c], sample_batch[i], sample_batch[d]
+    x, s2 = EDM2_MODELS
+    sc, si, sd, se = sample_batch[c], sample_batch[i], sample_batch[d], sample_batch[x]
     tc, ti = train_batch[c], train_batch[i]
     return [
         C("sample", c, "fp32", batch=sc),  # the exact path (equivalence reference)
@@ -421,6 +498,11 @@ def gpu_check_grid(sample_batch: dict, train_batch: dict) -> list[Config]:
         C("sample", c, "fp16", True, "default", batch=sc),
         C("sample", c, "tf32", True, "reduce-overhead", batch=sc),  # --fast: the equivalence claim
         C("sample", c, "fp16", True, "reduce-overhead", batch=sc),
+        C("sample", x, "fp32", batch=se),  # EDM2's generator: exact path, then the fast eager path, then guided
+        C("sample", x, "fp16", True, batch=se),
+        C("sample", x, "fp16", True, batch=se, guided=True),
+        C("sample", s2, "fp16", True, batch=se),
+        C("sample", s2, "fp16", True, batch=se, guided=True),
         C("train", c, "fp32", batch=tc),
         C("train", c, "bf16", batch=tc),
         C("train", c, "fp16", batch=tc),
@@ -445,7 +527,7 @@ def full_grid(models, tasks, sample_batch, train_batch, compile_modes) -> list[C
     grid = []
     for model in models:
         for task in tasks:
-            if task == "train" and model == "ddpm-cifar10-32":
+            if task == "train" and model not in PRESETS:
                 continue
             batch = (sample_batch if task == "sample" else train_batch)[model]
             for mode in compile_modes:
@@ -460,9 +542,13 @@ def small_grid(models, tasks, sample_batch, train_batch) -> list[Config]:
     grid = []
     for model in models:
         for task in tasks:
-            if task == "train" and model == "ddpm-cifar10-32":
+            if task == "train" and model not in PRESETS:
                 continue
             batch = (sample_batch if task == "sample" else train_batch)[model]
+            if model in EDM2_MODELS:
+                grid += [Config(task, model, "fp32", batch=batch), Config(task, model, "bf16", batch=batch),
+                         Config(task, model, "fp32", batch=batch, guided=True)]
+                continue
             grid += [Config(task, model, "fp32", batch=batch), Config(task, model, "bf16", batch=batch),
                      Config(task, model, "fp32", True, batch=batch), Config(task, model, "tf32", batch=batch),
                      Config(task, model, "fp16", batch=batch),
@@ -483,13 +569,15 @@ def skip_reason(config: Config, device: torch.device, compile_on_cpu: bool) -> s
             return "fp16 on the CPU is not a fast path (slow kernels); measured on CUDA only"
         if config.compile is not None and not compile_on_cpu:
             return "compilation on the CPU is off (pass --compile_on_cpu)"
-    if config.task == "train" and config.model == "ddpm-cifar10-32":
-        return "the diffusers baseline is measured for sampling only"
+    if config.task == "train" and config.model not in PRESETS:
+        return "measured for sampling only"
     return None
 
 
 def estimated_seconds(config: Config, measured: dict) -> float:
     """A rough cost of a configuration on an H100, for the time budget (measured compile times update it)."""
+    if config.model in EDM2_MODELS:
+        return 30.0 if config.compile is None else 150.0
     if config.compile is None:
         return 12.0 if config.model == "imagenet64-adm" else 8.0
     key = (config.task, config.model)
@@ -526,7 +614,9 @@ def write_table(path: Path, records: list[dict], env: dict, elapsed: float, smal
              f"{env['diffusers']}", "",
              f"{'Small CPU networks: not comparable with the references. ' if small else ''}Sampling: "
              f"{EVALUATIONS} network evaluations per image (EDM: Heun, 18 steps; baseline: EDMEulerScheduler, "
-             f"35 steps). Training: one full train_edm.py step. Random weights. Elapsed {elapsed:.0f} s.", "",
+             f"35 steps); EDM2: 32 Heun steps (63 evaluations, 126 guided) and the VAE decode to 512x512, no"
+             " official reference measured here (time NVlabs/edm2's generate_images.py on the same GPU for one)."
+             f" Training: one full train_edm.py step. Random weights. Elapsed {elapsed:.0f} s.", "",
              "| task | model | configuration | batch | img/s | official ref (same setting) | × ref | × best official "
              "| goal | peak GiB | compile s | equiv <1/255 | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -582,7 +672,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default="sample,train", help="comma-separated subset of sample,train")
     parser.add_argument("--compile_modes", default="none,default,max-autotune-no-cudagraphs,reduce-overhead",
                         help="compile modes of the full grid (none = eager)")
-    parser.add_argument("--sample_batch", type=int, default=None, help="sampling batch (256 CIFAR, 64 ImageNet)")
+    parser.add_argument("--sample_batch", type=int, default=None, help="sampling batch (256 CIFAR, 64 ImageNet, 16 EDM2)")
     parser.add_argument("--train_batch", type=int, default=None, help="training batch (256 CIFAR, 64 ImageNet)")
     parser.add_argument("--iterations", type=int, default=None, help="timed sampling calls (default 2; CPU 1)")
     parser.add_argument("--train_steps", type=int, default=None, help="timed training steps (default 10; CPU 2)")
@@ -613,7 +703,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sample_batch = {m: args.sample_batch or 2 for m in MODELS}
         train_batch = {m: args.train_batch or 4 for m in MODELS}
     else:
-        sample_batch = {m: args.sample_batch or (64 if m == "imagenet64-adm" else 256) for m in MODELS}
+        sample_batch = {m: args.sample_batch or {"imagenet64-adm": 64, **dict.fromkeys(EDM2_MODELS, 16)}.get(m, 256)
+                        for m in MODELS}
         train_batch = {m: args.train_batch or (64 if m == "imagenet64-adm" else 256) for m in MODELS}
     iterations = args.iterations or (1 if small else 2)
     train_steps = args.train_steps or (2 if small else 10)
@@ -639,8 +730,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for config in grid:
         record = dict(kind="throughput", task=config.task, model=config.model, config=config.name,
                       batch=config.batch, dtype=config.dtype, channels_last=config.channels_last,
-                      compile=config.compile, cuda_graphs=config.cuda_graphs, small=small,
-                      evaluations_per_image=EVALUATIONS if config.task == "sample" else None, **env)
+                      compile=config.compile, cuda_graphs=config.cuda_graphs, small=small, guided=config.guided,
+                      evaluations_per_image=config.evaluations_per_image, **env)
         ref = reference_for(config) if not small else None
         record["reference_img_per_s"] = ref["img_per_s"] if ref else None
         reason = skip_reason(config, device, args.compile_on_cpu)
@@ -653,14 +744,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             try:
                 with numerics(config, device):
                     if config.task == "sample":
-                        sampler = sample_diffusers if config.model == "ddpm-cifar10-32" else sample_edm
+                        sampler = (sample_diffusers if config.model == "ddpm-cifar10-32" else
+                                   sample_edm2 if config.model in EDM2_MODELS else sample_edm)
                         result, images = sampler(config, device, small, iterations, args.weights == "redrawn")
                         result["img_per_s"] = round(config.batch * iterations / result["timed_s"], 2)
                         if args.check_equivalence:
+                            key = (config.model, config.guided)
                             if config.exact:
-                                references[config.model] = images
-                            elif config.model in references and references[config.model].shape == images.shape:
-                                result.update(equivalence(images, references[config.model]))
+                                references[key] = images
+                            elif key in references and references[key].shape == images.shape:
+                                result.update(equivalence(images, references[key]))
                     else:
                         result = train_edm(config, device, small, train_steps, os.path.join(work_dir, "run"))
                         result["img_per_s"] = round(config.batch * train_steps / result["timed_s"], 2)

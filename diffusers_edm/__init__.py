@@ -1,8 +1,8 @@
 """diffusers-edm: EDM (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models") as a
-diffusers plugin: EDM's sampler as a scheduler, its preconditioned denoiser (with the paper's own networks) as a
-model, and a pipeline."""
+diffusers plugin: EDM's sampler as a scheduler, its preconditioned denoiser (with the paper's own networks and EDM2's)
+as a model, and a pipeline (with EDM2's latent space through a VAE)."""
 
-from .models import DhariwalUNet2DModel, EDMPreconditionedUNet2DModel, SongUNet2DModel
+from .models import DhariwalUNet2DModel, EDM2UNet2DModel, EDMPreconditionedUNet2DModel, SongUNet2DModel
 from .pipelines import EDMPipeline
 from .preconditioning import (
     EDMPreconditioning,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DhariwalUNet2DModel",
+    "EDM2UNet2DModel",
     "EDMAblationScheduler",
     "EDMHeunScheduler",
     "EDMPipeline",

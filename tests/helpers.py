@@ -36,6 +36,19 @@ def shared_conformance_file(name: str) -> Path:
     return path
 
 
+def edm2_conformance_file(name: str) -> Path:
+    """An EDM2 conformance file: the copy in tests/data/conformance/edm2 (the small ones), else the shared one (see
+    [`shared_conformance_file`])."""
+    copy = DATA_DIR / "conformance" / "edm2" / name
+    return copy if copy.exists() else shared_conformance_file(f"edm2/{name}")
+
+
+def edm2_case(name: str) -> dict:
+    """The entry of an EDM2 conformance set in its index (configs, seeds, cases, tolerances)."""
+    with open(edm2_conformance_file("edm2_index.json"), encoding="utf-8") as f:
+        return json.load(f)[name]
+
+
 def linear_denoiser(sigma_data: float = 0.5):
     """Exact denoiser of N(0, σ_data²) data: D(x; σ) = x σ_data² / (σ² + σ_data²)."""
 
@@ -192,3 +205,71 @@ def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> to
         for parameter in module.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
     return module
+
+
+def tiny_vae(latent_channels: int = 4, seed: int = 0):
+    """A tiny random diffusers `AutoencoderKL` (built as diffusers' own tests build theirs: two blocks, one 2×
+    downsampling) with EDM2's latent statistics in its config: 16×16 pixels ↔ 8×8 latents."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                        latent_channels=latent_channels, norm_num_groups=4, sample_size=16)
+    vae.register_to_config(latents_mean=[5.81, 3.25, 0.12, -2.15][:latent_channels],
+                           latents_std=[4.17, 4.62, 3.71, 3.28][:latent_channels], scaling_factor=0.5)
+    return vae.eval()
+
+
+def reference_edm2_generator(net, seeds: list[int], num_steps: int = 32, guidance: float = 1.0, gnet=None,
+                             s_churn: float = 0.0, s_min: float = 0.0, s_max: float = math.inf, s_noise: float = 1.0,
+                             vae=None):
+    """EDM2's generate_images.py flow written out directly: one CPU generator per seed (seed mod 2³²) draws the noise,
+    then the class index, then the churn noise; Heun's method with a float32 state and σ grid (ρ = 7 on
+    [0.002, 80]); guided D = D_guide.lerp(D, w), the guide not evaluated at w = 1 (`gnet=None`: classifier-free
+    guidance by the net itself, unconditional). With a `vae` (EDM2 statistics in its config) the latents are decoded to
+    uint8 pixels: (x − bias)/scale through the decoder, clamped to [0, 1], × 255 truncated.
+    Returns (latents or pixels, noise, labels)."""
+    config = net.config
+    generators = [torch.Generator().manual_seed(seed % 2**32) for seed in seeds]
+    shape = (config.in_channels, config.sample_size, config.sample_size)
+    noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+    labels = None
+    if config.num_class_labels:
+        index = torch.stack([torch.randint(config.num_class_labels, (1,), generator=g)[0] for g in generators])
+        labels = torch.eye(config.num_class_labels)[index]
+
+    def denoise(x, t):
+        d = net(x, t, class_labels=labels).sample.to(torch.float32)
+        if guidance == 1:
+            return d
+        reference = (gnet(x, t, class_labels=labels if gnet.config.num_class_labels else None) if gnet is not None
+                     else net(x, t, class_labels=torch.zeros_like(labels))).sample.to(torch.float32)
+        return reference.lerp(d, guidance)
+
+    steps = torch.arange(num_steps, dtype=torch.float32)
+    rho = 7.0
+    t_steps = (80.0 ** (1 / rho) + steps / (num_steps - 1) * (0.002 ** (1 / rho) - 80.0 ** (1 / rho))) ** rho
+    t_steps = torch.cat([t_steps, torch.zeros_like(t_steps[:1])])
+    x_next = noise * t_steps[0]
+    with torch.no_grad():
+        for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+            x_cur = x_next
+            if s_churn > 0 and s_min <= t_cur <= s_max:
+                gamma = min(s_churn / num_steps, math.sqrt(2) - 1)
+                t_hat = t_cur + gamma * t_cur
+                eps = torch.stack([torch.randn(shape, generator=g) for g in generators])
+                x_hat = x_cur + (t_hat**2 - t_cur**2).sqrt() * s_noise * eps
+            else:
+                t_hat, x_hat = t_cur, x_cur
+            d_cur = (x_hat - denoise(x_hat, t_hat)) / t_hat
+            x_next = x_hat + (t_next - t_hat) * d_cur
+            if i < num_steps - 1:
+                d_prime = (x_next - denoise(x_next, t_next)) / t_next
+                x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+        if vae is None:
+            return x_next, noise, labels
+        scale = 0.5 / torch.tensor(vae.config.latents_std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        bias = -torch.tensor(vae.config.latents_mean, dtype=torch.float32).reshape(1, -1, 1, 1) * scale
+        pixels = vae.decode((x_next - bias) / scale).sample.clamp(0, 1)
+        return (pixels * 255).to(torch.uint8), noise, labels

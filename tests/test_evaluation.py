@@ -347,3 +347,28 @@ def test_reference_given_by_url_is_downloaded_once_into_the_cache(tmp_path, monk
         server.shutdown()
     assert np.array_equal(loaded[0], mu) and np.array_equal(again[1], sigma)
     assert len(list((tmp_path / "hf" / "diffusers_edm" / "refs").glob("*-cifar10-32x32.npz"))) == 1
+
+
+def test_edm2_statistics_pickles_load_by_metric_without_running_code(tmp_path):
+    """EDM2's reference files (`dataset-refs/img512.pkl`): a pickled dict {metric: {"mu", "sigma"}} of numpy arrays."""
+    import pickle
+
+    generator = np.random.default_rng(0)
+    features = {metric: generator.normal(size=(50, width)) for metric, width in (("fid", 6), ("fd_dinov2", 4))}
+    stats = {metric: {"mu": f.mean(0), "sigma": np.cov(f, rowvar=False)} for metric, f in features.items()}
+    path = tmp_path / "img512.pkl"
+    path.write_bytes(pickle.dumps(stats))
+    for metric in ("fid", "fd_dinov2"):
+        mu, sigma = load_reference(path, metric)
+        assert np.array_equal(mu, stats[metric]["mu"]) and np.array_equal(sigma, stats[metric]["sigma"])
+    with pytest.raises(ReferenceStatisticsError, match="no 'fd_digits' statistics .*'fd_dinov2', 'fid'"):
+        load_reference(path, "fd_digits")
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo pwned",)
+
+    crafted = tmp_path / "crafted.pkl"
+    crafted.write_bytes(pickle.dumps({"fid": {"mu": Payload(), "sigma": np.eye(2)}}))
+    with pytest.raises(ReferenceStatisticsError, match="refusing the global .*system"):
+        load_reference(crafted, "fid")

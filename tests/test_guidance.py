@@ -259,7 +259,7 @@ def test_the_guide_round_trips_through_save_and_load(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (dict(sample_size=16), r"its sample_size is 16 where the unet's is 8"),
     (dict(in_channels=3, out_channels=3), r"its in_channels is 3 where the unet's is 1"),
-    (dict(num_class_labels=0), r"its num_class_labels is 0 where the unet's is 3"),
+    (dict(num_class_labels=5), r"its num_class_labels is 5 where the unet's is 3"),  # an unconditional guide is CFG
 ])
 def test_a_guide_that_does_not_fit_the_unet_is_a_clear_error(overrides, message):
     pattern = r"guide_unet must denoise the unet's images with its class labels, but " + message

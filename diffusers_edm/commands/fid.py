@@ -33,7 +33,7 @@ from typing import Any
 
 from ..data import DataConfig, build_dataset
 from ..errors import EvaluationError
-from ..evaluation.detectors import DETECTOR_NAMES, load_detector
+from ..evaluation.detectors import DETECTOR_NAMES, detector_metric, load_detector
 from ..evaluation.features import compute_statistics
 from ..evaluation.reference import load_reference, save_reference
 from ..evaluation.sources import ImageFiles, dataset_images, generated_images
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = calc.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder or zip of generated images")
     source.add_argument("--model", "--network", help="EDMPipeline folder or Hub id: generate and score in memory")
-    calc.add_argument("--ref", required=True, help="reference statistics: .npz path or URL")
+    calc.add_argument("--ref", required=True, help="reference statistics: .npz (EDM) or .pkl (EDM2: the entry of the"
+                      " detector's metric) path or URL")
     calc.add_argument("--num", type=positive_int, default=None,
                       help=f"--images: number of images to score (default {DEFAULT_NUM_IMAGES}); fewer is an error,"
                       " more selects the seeded subset of fid.py")
@@ -144,7 +145,7 @@ def run_calc(args: argparse.Namespace) -> dict[str, Any]:
     state = process_state(args.device)
     if args.out:
         check_output_file(args.out, "--out")
-    mu_ref, sigma_ref = load_reference(args.ref)
+    mu_ref, sigma_ref = load_reference(args.ref, detector_metric(args.detector))
     detector = load_detector(args.detector, args.detector_path, args.trust_detector).to(state.device)
     score = _image_scorer(args, state, detector, mu_ref, sigma_ref)
     start = time.perf_counter()

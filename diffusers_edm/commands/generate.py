@@ -41,7 +41,8 @@ seed count is a multiple of `--batch` x processes compile once; the first batch'
 reported. Seeds stay per image: an image depends on its seed and the settings, not on its batch.
 
 Output: `{seed:06d}.png` in `--outdir`, or with `--subdirs` in the subfolder `{seed - seed % 1000:06d}`; pixels are
-clip(127.5·x + 128, 0, 255) truncated to uint8 (the pipeline's "pil" output), mode "L" for one channel, else "RGB".
+clip(127.5·x + 128, 0, 255) truncated to uint8 (the pipeline's "pil" output; a latent model's VAE-decoded pixels × 255
+truncated, as EDM2's generator), mode "L" for one channel, else "RGB".
 
 Mistakes (bad flags, an incomplete model folder, bad sampler settings) print one line, `<prog>: error: <what is wrong
 and how to fix it>`, and exit with status 2; unexpected errors keep their traceback.

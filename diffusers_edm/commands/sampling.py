@@ -45,7 +45,14 @@ from ..pipelines.saved_folders import (
     read_json_file,
 )
 from ..pipelines.scheduler_families import SCHEDULERS_BY_NAME
-from ..sampler_presets import SAMPLER_PRESETS, SAMPLER_SETTINGS_FILE, read_num_inference_steps
+from ..sampler_presets import (
+    EDM2_PRESETS,
+    SAMPLER_PRESETS,
+    SAMPLER_SETTINGS_FILE,
+    EDM2Preset,
+    get_any_preset,
+    read_num_inference_steps,
+)
 from ..schedulers.scheduling_edm_ablation import DISCRETIZATIONS, SCALINGS, SCHEDULES, EDMAblationScheduler
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from .common import finite_float, positive_int, sigma_interval
@@ -71,10 +78,13 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class", dest="class_label", default=None, metavar="K",
                         help="class of every image, an index or a class name (conditional models; default: drawn per"
                         " seed)")
-    parser.add_argument("--preset", choices=sorted(SAMPLER_PRESETS), default=None, metavar="PRESET",
+    parser.add_argument("--preset", choices=sorted([*SAMPLER_PRESETS, *EDM2_PRESETS]), default=None,
+                        metavar="PRESET",
                         help="recommended sampler settings (steps, churn, σ range 0.002-80, ρ 7, Heun), one of"
                         f" {', '.join(SAMPLER_PRESETS)}: the official README's for the datasets, the paper's Table 5"
-                        " (recalled) for baseline-*; explicit flags override them")
+                        " (recalled) for baseline-*; or a preset of EDM2's generator (edm2-img512-xxl-autog-fid, ...:"
+                        " 32 steps and its guidance weight; the model must hold its guide); explicit flags override"
+                        " them")
     sampler = parser.add_argument_group("sampler (default: the model's saved scheduler and its config)")
     sampler.add_argument("--scheduler", choices=list(SCHEDULERS_BY_NAME), default=None,
                          help="heun: EDM's sampler (N steps = 2N-1 evaluations); euler, dpmpp-2m: diffusers'"
@@ -217,7 +227,12 @@ def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device
     except (ValueError, TypeError) as error:
         raise EDMInputError(one_line(error)) from None
     class_label = resolve_class_label(args.class_label, pipe)
-    guidance_scale = pipe.config.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    edm2_preset = EDM2_PRESETS.get(args.preset) if args.preset is not None else None
+    if edm2_preset is not None:
+        check_edm2_preset(pipe, edm2_preset)
+    guidance_scale = args.guidance_scale
+    if guidance_scale is None:
+        guidance_scale = edm2_preset.guidance if edm2_preset is not None else pipe.config.guidance_scale
     guidance_interval = args.guidance_interval or pipe.config.guidance_interval
     _check_guidance(pipe, guidance_scale, args)
     pipe.to(device)
@@ -241,6 +256,17 @@ def _check_guidance(pipe: EDMPipeline, guidance_scale: float, args: argparse.Nam
         pipe.check_inputs(1, None, None, None, "latent", [], None, guidance_scale, args.guidance_interval)
     except (ValueError, TypeError) as error:
         raise EDMInputError(one_line(error)) from None
+
+
+def check_edm2_preset(pipe: EDMPipeline, preset: EDM2Preset) -> None:
+    """An `EDMInputError` unless the model can run the EDM2 generator preset: an EDM2 network, holding a guide when the
+    preset guides."""
+    if pipe.unet.config.backbone_type != "edm2_unet":
+        raise EDMInputError(f"--preset {preset.name} is a preset of EDM2's generator but the model is not an EDM2"
+                            f" network; use one of {', '.join(SAMPLER_PRESETS)}.")
+    if preset.guide is not None and pipe.guide_unet is None:
+        raise EDMInputError(f"--preset {preset.name} guides with {preset.guide}, but the model has no guide; convert it"
+                            f" with --guide {preset.guide}, or pass --guide FOLDER (a converted guide).")
 
 
 def resolve_class_label(class_label: str | None, pipe: EDMPipeline) -> int | None:
@@ -315,7 +341,7 @@ def scheduler_overrides(args: argparse.Namespace, config: Mapping[str, Any], edm
     """
     settings: dict[str, Any] = {}
     if args.preset is not None:
-        preset = SAMPLER_PRESETS[args.preset]
+        preset = get_any_preset(args.preset)
         if not edm_sampler and preset.s_churn:
             raise ValueError(f"--preset {args.preset} churns (S_churn {preset.s_churn:g}), which only EDM's sampler"
                              f" does; use --scheduler heun with it, or leave out the preset.")
@@ -345,7 +371,7 @@ def resolve_num_inference_steps(args: argparse.Namespace, saved_steps: int | Non
     if args.steps is not None:
         return args.steps, "--steps"
     if args.preset is not None:
-        return SAMPLER_PRESETS[args.preset].num_inference_steps, f"--preset {args.preset}"
+        return get_any_preset(args.preset).num_inference_steps, f"--preset {args.preset}"
     if saved_steps is not None:
         return saved_steps, f"the model's {SAMPLER_SETTINGS_FILE}"
     return DEFAULT_STEPS, "the default"

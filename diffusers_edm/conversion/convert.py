@@ -16,6 +16,7 @@ replaced, as a whole, only with `overwrite=True`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,11 +29,22 @@ from ..folders import check_output_dir, move_into_place, staging_folder
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..preconditioning import iddpm_sigma_table
-from ..sampler_presets import SamplerPreset, write_sampler_settings
+from ..sampler_presets import SAMPLER_SETTINGS_FILE, EDM2Preset, SamplerPreset, write_sampler_settings
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
-from .edm_snapshot import EDMSnapshot, read_edm_snapshot
+from .edm2_convert import (
+    check_guide_fits,
+    edm2_pipeline,
+    edm2_sampler_settings,
+    load_vae,
+    select_edm2_preset,
+    verify_edm2_conversion,
+)
+from .edm2_model_card import write_edm2_model_card
+from .edm2_snapshot import EDM2Snapshot, edm2_snapshot_from_contents, is_edm2_pickle
+from .edm_snapshot import EDMSnapshot, edm_snapshot_from_contents
 from .model_card import write_conversion_model_card
 from .preset_selection import select_sampler_preset
+from .safe_unpickler import load_snapshot_pickle
 from .verify import VerificationReport, verify_conversion
 
 logger = logging.getLogger(__name__)
@@ -49,17 +61,20 @@ class ConversionResult:
 
     Attributes:
         pipeline (`EDMPipeline`): the converted pipeline (also saved to `output_dir`).
-        snapshot (`EDMSnapshot`): the network as read from the pickle.
-        preset (`SamplerPreset`): the recommended sampler settings written to the folder.
+        snapshot (`EDMSnapshot` or `EDM2Snapshot`): the network as read from the pickle.
+        preset (`SamplerPreset` or `EDM2Preset`): the recommended sampler settings written to the folder (for an
+            EDM2 model, the official generator's preset the files belong to; `None` when none does).
         output_dir (`Path`): the pipeline folder.
         verification (`VerificationReport`, *optional*): the checks run with `verify=True`.
+        guide (`EDM2Snapshot`, *optional*): the guide network of an EDM2 model.
     """
 
     pipeline: EDMPipeline
-    snapshot: EDMSnapshot
-    preset: SamplerPreset
+    snapshot: EDMSnapshot | EDM2Snapshot
+    preset: SamplerPreset | EDM2Preset | None
     output_dir: Path
     verification: VerificationReport | None = None
+    guide: EDM2Snapshot | None = None
 
 
 def unet_config_from_snapshot(snapshot: EDMSnapshot) -> dict:
@@ -186,8 +201,10 @@ def convert_edm_checkpoint(
     preset: str | None = None,
     verify: bool = False,
     overwrite: bool = False,
+    guide: str | os.PathLike | None = None,
+    vae: str | os.PathLike | None = None,
 ) -> ConversionResult:
-    """Converts an official EDM snapshot pickle into a saved [`EDMPipeline`] folder, never executing code from it.
+    """Converts an official EDM or EDM2 pickle into a saved [`EDMPipeline`] folder, never executing code from it.
 
     The folder is written under a temporary name next to `output_dir` and renamed into place once it is complete (and
     verified, with `verify=True`); on any error the temporary folder is removed and `output_dir` is left as it was.
@@ -202,6 +219,10 @@ def convert_edm_checkpoint(
             into place.
         overwrite (`bool`, defaults to `False`): replace an existing non-empty `output_dir` as a whole (only after the
             new folder is complete; never a folder holding the snapshot or the current directory).
+        guide (`str` or `os.PathLike`, *optional*): an EDM2 guide pickle (autoguidance: a smaller, shorter-trained
+            model; classifier-free guidance: the unconditional XS model), stored as the pipeline's `guide_unet`.
+        vae (`str` or `os.PathLike`, *optional*): the VAE of an EDM2 latent model (a Hub id or a local
+            `AutoencoderKL` folder) instead of the one its pickle records (for machines without internet).
 
     Returns:
         [`ConversionResult`]: the pipeline, the snapshot, the preset and the verification report.
@@ -216,8 +237,15 @@ def convert_edm_checkpoint(
         ValueError: the file is not an EDM snapshot, or its network cannot be converted.
     """
     checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
-    check_output_dir(output_dir, overwrite, kept=[(checkpoint_path, "the snapshot")])
-    snapshot = read_edm_snapshot(checkpoint_path)
+    kept = [(checkpoint_path, "the snapshot")] + ([(Path(guide), "the guide")] if guide is not None else [])
+    check_output_dir(output_dir, overwrite, kept=kept)
+    contents = load_snapshot_pickle(checkpoint_path)
+    if is_edm2_pickle(contents):
+        return _convert_edm2(edm2_snapshot_from_contents(contents, os.fspath(checkpoint_path)), output_dir, preset,
+                             verify, guide, vae)
+    if guide is not None or vae is not None:
+        raise ValueError(f"{checkpoint_path.name} is an EDM snapshot; --guide and --vae apply to EDM2 models only.")
+    snapshot = edm_snapshot_from_contents(contents, os.fspath(checkpoint_path))
     sampler_preset = select_sampler_preset(snapshot, checkpoint_path, preset)
     pipeline = pipeline_from_snapshot(snapshot, sampler_preset)
     result = ConversionResult(pipeline=pipeline, snapshot=snapshot, preset=sampler_preset, output_dir=output_dir)
@@ -242,6 +270,36 @@ def convert_edm_checkpoint(
                     f"verification failed ({failed} check(s) marked FAIL); nothing was written to {output_dir}.",
                     result.verification,
                 )
+        move_into_place(staging, output_dir)
+    return result
+
+
+def _convert_edm2(snapshot: EDM2Snapshot, output_dir: Path, preset: str | None, verify: bool,
+                  guide: str | os.PathLike | None, vae: str | os.PathLike | None) -> ConversionResult:
+    """The EDM2 branch of [`convert_edm_checkpoint`]."""
+    guide_snapshot = None
+    if guide is not None:
+        contents = load_snapshot_pickle(guide)
+        if not is_edm2_pickle(contents):
+            raise ValueError(f"the guide {Path(guide).name} is not an EDM2 model pickle; pass an EDM2 guide network.")
+        guide_snapshot = edm2_snapshot_from_contents(contents, os.fspath(guide))
+        check_guide_fits(snapshot, guide_snapshot)
+    edm2_preset = select_edm2_preset(snapshot, guide_snapshot, preset)
+    pipeline = edm2_pipeline(snapshot, guide_snapshot, load_vae(snapshot, vae), edm2_preset)
+    result = ConversionResult(pipeline=pipeline, snapshot=snapshot, preset=edm2_preset, output_dir=output_dir,
+                              guide=guide_snapshot)
+    with staging_folder(output_dir) as staging:
+        pipeline.save_pretrained(staging)
+        (staging / SAMPLER_SETTINGS_FILE).write_text(json.dumps(edm2_sampler_settings(edm2_preset), indent=2) + "\n",
+                                                     encoding="utf-8")
+        write_edm2_model_card(staging, snapshot=snapshot, guide=guide_snapshot, preset=edm2_preset,
+                              source_sha256=_sha256(Path(snapshot.name)),
+                              num_parameters=sum(p.numel() for p in pipeline.unet.parameters()))
+        if verify:
+            result.verification = verify_edm2_conversion(snapshot, pipeline, staging)
+            if not result.verification.passed:
+                raise VerificationFailedError(f"verification failed; nothing was written to {output_dir}.",
+                                              result.verification)
         move_into_place(staging, output_dir)
     return result
 

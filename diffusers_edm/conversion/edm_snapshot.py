@@ -21,7 +21,13 @@ import torch
 
 from ..models.dhariwal_unet import DhariwalUNet2DModel
 from ..models.song_unet import SongUNet2DModel
-from .safe_unpickler import EasyDictRecord, PersistentObjectRecord, TorchModuleDictRecord, load_snapshot_pickle
+from .safe_unpickler import (
+    EasyDictRecord,
+    NumpyArrayRecord,
+    PersistentObjectRecord,
+    TorchModuleDictRecord,
+    load_snapshot_pickle,
+)
 
 PRECONDITIONINGS = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm"}
 """Official preconditioning classes and the `preconditioning` names of `EDMPreconditionedUNet2DModel`."""
@@ -138,8 +144,11 @@ def read_edm_snapshot(path: str | os.PathLike) -> EDMSnapshot:
         UnsafeCheckpointError: the pickle references code outside the few globals an EDM snapshot needs.
         ValueError: the file is not a pickle, has no `ema` entry, or its network is not one this converter knows.
     """
-    contents = load_snapshot_pickle(path)
-    name = os.fspath(path)
+    return edm_snapshot_from_contents(load_snapshot_pickle(path), os.fspath(path))
+
+
+def edm_snapshot_from_contents(contents: Any, name: str) -> EDMSnapshot:
+    """Interprets an unpickled EDM snapshot (see [`read_edm_snapshot`]); `name` is used in messages."""
     if not isinstance(contents, dict) or "ema" not in contents:
         found = sorted(map(str, contents)) if isinstance(contents, dict) else type(contents).__name__
         raise ValueError(
@@ -154,13 +163,13 @@ def read_edm_snapshot(path: str | os.PathLike) -> EDMSnapshot:
 
 def snapshot_from_records(ema: Any, dataset_kwargs: dict[str, Any] | None, name: str) -> EDMSnapshot:
     """Interprets the unpickled `ema` record (see [`read_edm_snapshot`]); `name` is used in error messages."""
-    if not isinstance(ema, PersistentObjectRecord) or _bare_class_name(ema.class_name) not in PRECONDITIONINGS:
-        found = _bare_class_name(ema.class_name) if isinstance(ema, PersistentObjectRecord) else type(ema).__name__
+    if not isinstance(ema, PersistentObjectRecord) or bare_class_name(ema.class_name) not in PRECONDITIONINGS:
+        found = bare_class_name(ema.class_name) if isinstance(ema, PersistentObjectRecord) else type(ema).__name__
         raise ValueError(
             f"{name}: 'ema' is a {found}; expected one of the EDM preconditioning classes {sorted(PRECONDITIONINGS)}."
         )
-    precond_class = _bare_class_name(ema.class_name)
-    precond_kwargs = _recorded_kwargs(ema, _precond_arg_order(precond_class), f"{name}: {precond_class}")
+    precond_class = bare_class_name(ema.class_name)
+    precond_kwargs = recorded_kwargs(ema, _precond_arg_order(precond_class), f"{name}: {precond_class}")
     attributes = ema.state
 
     def precond_value(key: str, default: Any = None) -> Any:
@@ -182,18 +191,18 @@ def snapshot_from_records(ema: Any, dataset_kwargs: dict[str, Any] | None, name:
     network = ema.state.get("_modules", {}).get("model") if isinstance(ema.state.get("_modules"), dict) else None
     if not isinstance(network, PersistentObjectRecord):
         raise ValueError(f"{name}: {precond_class} has no 'model' network; the snapshot is incomplete.")
-    model_class = _bare_class_name(network.class_name)
+    model_class = bare_class_name(network.class_name)
     requested = precond_kwargs.get("model_type", DEFAULT_MODEL_CLASS[precond_class])
     if model_class not in BACKBONES:
         raise ValueError(f"{name}: unknown network {model_class!r}; this converter supports {sorted(BACKBONES)}.")
     if requested != model_class:
         raise ValueError(f"{name}: {precond_class} records model_type={requested!r} but holds a {model_class}.")
     native_class = NATIVE_BACKBONE_CLASSES[model_class]
-    model_kwargs = _recorded_kwargs(network, _signature_order(native_class), f"{name}: {model_class}")
+    model_kwargs = recorded_kwargs(network, _signature_order(native_class), f"{name}: {model_class}")
     _check_model_kwargs(model_kwargs, native_class, precond_class, img_resolution, img_channels, label_dim, name)
 
     state_dict: dict[str, torch.Tensor] = {}
-    _collect_state_dict(ema, "", state_dict, name, set())
+    collect_state_dict(ema, "", state_dict, name, set())
     return EDMSnapshot(
         precond_class=precond_class,
         img_resolution=img_resolution,
@@ -205,11 +214,11 @@ def snapshot_from_records(ema: Any, dataset_kwargs: dict[str, Any] | None, name:
         model_class=model_class,
         model_kwargs=model_kwargs,
         state_dict=state_dict,
-        dataset_kwargs=_optional_plain(dataset_kwargs),
+        dataset_kwargs=optional_plain(dataset_kwargs),
     )
 
 
-def _bare_class_name(class_name: str) -> str:
+def bare_class_name(class_name: str) -> str:
     """"EDMPrecond" for "EDMPrecond" or "training.networks.EDMPrecond"."""
     return class_name.rsplit(".", 1)[-1]
 
@@ -226,7 +235,7 @@ def _signature_order(cls: type) -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD)
 
 
-def _recorded_kwargs(record: PersistentObjectRecord, arg_order: tuple[str, ...], what: str) -> dict[str, Any]:
+def recorded_kwargs(record: PersistentObjectRecord, arg_order: tuple[str, ...], what: str) -> dict[str, Any]:
     """The constructor arguments a persistent module recorded (`_init_args` mapped to names, then `_init_kwargs`)."""
     args, kwargs = record.state.get("_init_args", ()), record.state.get("_init_kwargs")
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
@@ -239,7 +248,7 @@ def _recorded_kwargs(record: PersistentObjectRecord, arg_order: tuple[str, ...],
         if key in recorded:
             raise ValueError(f"{what} records argument {key!r} both positionally and by name.")
         recorded[key] = value
-    return _plain(recorded, what)
+    return plain(recorded, what)
 
 
 def _check_model_kwargs(
@@ -267,7 +276,7 @@ def _check_model_kwargs(
             )
 
 
-def _collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], name: str, visited: set[int]) -> None:
+def collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], name: str, visited: set[int]) -> None:
     """Adds the tensors of a module record under the keys `torch.nn.Module.state_dict()` gives them: its parameters,
     its persistent buffers, then those of its submodules, dotted. `visited` holds the ids of the records seen: a
     module met twice (shared, or nested in itself) is refused, so a crafted pickle cannot make the walk exponential
@@ -293,13 +302,13 @@ def _collect_state_dict(record: Any, prefix: str, out: dict[str, torch.Tensor], 
         out[prefix + key] = tensor.detach()
     for key, child in modules.items():
         if child is not None:
-            _collect_state_dict(child, f"{prefix}{key}.", out, name, visited)
+            collect_state_dict(child, f"{prefix}{key}.", out, name, visited)
 
 
-def _optional_plain(value: Any) -> Any:
+def optional_plain(value: Any) -> Any:
     """The informational `dataset_kwargs` as plain data, or None when they hold anything else."""
     try:
-        return _plain(value, "dataset_kwargs")
+        return plain(value, "dataset_kwargs")
     except ValueError:
         return None
 
@@ -316,7 +325,7 @@ def _number(value: Any, what: str) -> float | int:
     return value
 
 
-def _plain(value: Any, what: str) -> Any:
+def plain(value: Any, what: str) -> Any:
     """The value with tuples as lists and EasyDicts as dicts, so that it serializes to JSON; other objects (records,
     tensors), nesting deeper than [`MAX_NESTING`] (or cycles) and more than [`MAX_CONFIG_ITEMS`] values are an
     error."""
@@ -334,6 +343,8 @@ def _plain(value: Any, what: str) -> Any:
             return [convert(entry, depth + 1) for entry in item]
         if item is None or isinstance(item, (bool, int, float, str)):
             return item
+        if isinstance(item, NumpyArrayRecord):
+            return item.value.tolist()
         raise ValueError(f"{what} holds a {type(item).__name__}, which is not plain configuration data.")
 
     return convert(value, 0)

@@ -84,7 +84,7 @@ def write_conversion_model_card(
     card_data = ModelCardData(
         license="cc-by-nc-sa-4.0",
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
+        pipeline_tag=None if conditional else "unconditional-image-generation",  # the Hub has no class-conditional task
         tags=["edm", "diffusers_edm", "diffusion", "class-conditional" if conditional else "unconditional"],
         model_name=Path(source_name).stem if reported else None,
         eval_results=[reported.eval_result()] if reported else None,

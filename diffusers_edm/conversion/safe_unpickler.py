@@ -227,6 +227,38 @@ def _numpy_scalar(dtype: Any, data: Any) -> bool | int | float | complex:
     return np.frombuffer(data, dtype=dtype.dtype)[0].item()
 
 
+MAX_ARRAY_ELEMENTS = 1 << 20
+"""Most elements a pickled numpy array may hold (EDM2's encoders record 4-element latent statistics)."""
+
+
+class NumpyArrayRecord:
+    """Stand-in for a pickled numpy array: `_reconstruct(ndarray, (0,), b"b")` then BUILD with (version, shape, dtype,
+    fortran order, raw bytes). Only numeric dtypes, bytes that match the shape, and up to `MAX_ARRAY_ELEMENTS` elements
+    are accepted; the array itself is `value`."""
+
+    value: np.ndarray
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeCheckpointError("a numpy array carries an unexpected state.")
+        _, shape, dtype, fortran, data = state
+        valid_shape = isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)
+        if not (valid_shape and isinstance(dtype, NumpyDtypeRecord) and isinstance(data, bytes)):
+            raise UnsafeCheckpointError("a numpy array was pickled with something other than a shape, a numeric dtype"
+                                        " and its bytes.")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count > MAX_ARRAY_ELEMENTS or len(data) != count * dtype.dtype.itemsize:
+            raise UnsafeCheckpointError(f"a numpy array declares shape {shape} but holds {len(data)} bytes.")
+        self.value = np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> NumpyArrayRecord:
+    """Stand-in for `numpy.core.multiarray._reconstruct`: an empty [`NumpyArrayRecord`] for the BUILD that follows."""
+    if cls is not NumpyArrayRecord:
+        raise UnsafeCheckpointError("numpy's array reconstruction was asked for another class than ndarray.")
+    return NumpyArrayRecord()
+
+
 SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): EasyDictRecord,
@@ -239,6 +271,9 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): NumpyDtypeRecord,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 1.x
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 2.x
+    ("numpy", "ndarray"): NumpyArrayRecord,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
 }
 """The only globals an EDM snapshot may reference, each mapped to what the unpickler uses instead."""
 
@@ -308,8 +343,8 @@ def _unpickle(f: io.BufferedReader, name: str) -> Any:
     header = f.read(2)
     if header[:2] == _ZIP_MAGIC[:2]:
         raise ValueError(
-            f"{name} is a zip archive (a torch.save checkpoint?), not an EDM snapshot pickle; pass the .pkl written by"
-            " EDM's training loop or downloaded from the EDM release."
+            f"{name} is a zip archive (a torch.save checkpoint, e.g. a training-state-*.pt), not a model pickle; pass"
+            " a network snapshot .pkl written by the EDM or EDM2 training loop or downloaded from their releases."
         )
     if len(header) < 2 or header[0] != pickle.PROTO[0] or not 2 <= header[1] <= pickle.HIGHEST_PROTOCOL:
         raise ValueError(f"{name} is not a pickle file (it starts with {header!r}); pass an EDM snapshot .pkl.")

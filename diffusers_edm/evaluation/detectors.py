@@ -49,8 +49,17 @@ DIGITS_DETECTOR_FILE = Path(__file__).with_name("digits_features.pt")
 DIGITS_DETECTOR_SHA256 = "c08d979c0b265551cc331e6722462c2fce5b3dc1b12f830377e2c720bfac69b2"
 """SHA-256 of [`DIGITS_DETECTOR_FILE`], checked before it is loaded."""
 
-DETECTOR_NAMES = ("inception", "dinov2", "digits")
-"""Detectors known by name; anything else is read as the path of a TorchScript file."""
+DETECTOR_METRICS = {"inception": "fid", "dinov2": "fd_dinov2", "digits": "fd_digits"}
+"""The detectors known by name and the name of their distance; anything else is read as the path of a TorchScript
+file, whose distance is "fd"."""
+
+DETECTOR_NAMES = tuple(DETECTOR_METRICS)
+
+
+def detector_metric(detector: str) -> str:
+    """The distance's name for a `--detector` value: "fid", "fd_dinov2", "fd_digits", or "fd" for a TorchScript file
+    (also the key of an EDM2 statistics file)."""
+    return DETECTOR_METRICS.get(detector, "fd")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,7 +129,7 @@ class DINOv2Detector(FeatureDetector):
             `Dinov2Model` (loaded with `from_pretrained`, so the Hub cache and `HF_HUB_OFFLINE` apply).
     """
 
-    name, metric = "dinov2", "fd_dinov2"
+    name, metric = "dinov2", DETECTOR_METRICS["dinov2"]
 
     def __init__(self, model_name_or_path: str = DINOV2_MODEL_ID) -> None:
         from transformers import Dinov2Model
@@ -185,9 +194,10 @@ def load_detector(
         if sha256_of(DIGITS_DETECTOR_FILE) != DIGITS_DETECTOR_SHA256:
             raise DetectorError(f"{DIGITS_DETECTOR_FILE} is not the digits detector diffusers-edm ships (its SHA-256"
                                 " differs); reinstall diffusers-edm.")
-        return TorchScriptDetector(DIGITS_DETECTOR_FILE, name="digits", metric="fd_digits", trusted=True)
+        return TorchScriptDetector(DIGITS_DETECTOR_FILE, name="digits", metric=DETECTOR_METRICS["digits"],
+                                   trusted=True)
     path, pinned = _inception_file(detector_path)
-    return TorchScriptDetector(path, name="inception", metric="fid", trusted=pinned or trust)
+    return TorchScriptDetector(path, name="inception", metric=DETECTOR_METRICS["inception"], trusted=pinned or trust)
 
 
 def _inception_file(detector_path: str | os.PathLike | None) -> tuple[Path, bool]:

@@ -17,6 +17,7 @@ from ..data import EDMImageDataset, image_extensions, is_image_name, list_image_
 from ..data.decoding import image_pixels, open_image, to_grayscale_or_rgb
 from ..data.sources import read_zip_member
 from ..errors import DatasetError, ImageSourceError
+from ..pipelines.latents import quantize_vae_pixels
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..pipelines.postprocessing import quantize_edm_images
 
@@ -114,6 +115,9 @@ def dataset_images(dataset: EDMImageDataset, indices: Sequence[int]) -> torch.Te
 
 def generated_images(pipe: EDMPipeline, seeds: Sequence[int], **sample_kwargs) -> torch.Tensor:
     """uint8 (B, C, H, W) images of `pipe(seeds=seeds, **sample_kwargs)` (e.g. `num_inference_steps`,
-    `class_labels`, `guidance_scale`), the pixels `diffusers_edm.generate` writes to its PNGs."""
+    `class_labels`, `guidance_scale`), the pixels `diffusers_edm.generate` writes to its PNGs (a latent model's decoded
+    by its `vae`)."""
+    if pipe.vae is not None:
+        return quantize_vae_pixels(pipe(seeds=list(seeds), output_type="pt", **sample_kwargs).images)
     sample = pipe(seeds=list(seeds), output_type="latent", **sample_kwargs).images
     return quantize_edm_images(sample)

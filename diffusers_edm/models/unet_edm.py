@@ -14,10 +14,11 @@ from torch import nn
 
 from ..preconditioning import EDM_SIGMA_DATA, Preconditioning, make_preconditioning
 from .dhariwal_unet import DhariwalUNet2DModel
+from .edm2_unet import EDM2UNet2DModel
 from .edm_layers import allow_block_recompiles
 from .song_unet import SongUNet2DModel
 
-NATIVE_BACKBONES = {"song_unet": SongUNet2DModel, "dhariwal_unet": DhariwalUNet2DModel}
+NATIVE_BACKBONES = {"song_unet": SongUNet2DModel, "dhariwal_unet": DhariwalUNet2DModel, "edm2_unet": EDM2UNet2DModel}
 BACKBONE_TYPES = ("unet_2d", *NATIVE_BACKBONES)
 UNET_2D_ARGUMENTS = (
     "block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "mid_block_type",
@@ -38,9 +39,12 @@ class EDMPreconditionedUNet2DOutput(BaseOutput):
     Args:
         sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
             The denoised estimate D(x; σ), in float32 (float64 for a float64 model).
+        logvar (`torch.Tensor` of shape `(batch_size, 1, 1, 1)`, *optional*):
+            The uncertainty u(σ) of EDM2's loss, with `return_logvar=True` (EDM2 backbones).
     """
 
     sample: torch.Tensor
+    logvar: torch.Tensor | None = None
 
 
 class ConditioningEmbedding(nn.Embedding):
@@ -106,7 +110,8 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
     VP, VE and iDDPM preconditionings of Table 1 that the paper's baselines use.
 
     Args:
-        backbone_type (`str`, defaults to "unet_2d"): "unet_2d", "song_unet" or "dhariwal_unet".
+        backbone_type (`str`, defaults to "unet_2d"): "unet_2d", "song_unet", "dhariwal_unet" or "edm2_unet" (EDM2's
+            magnitude-preserving U-Net with its uncertainty head, see `return_logvar`).
         backbone_config (`dict`, *optional*): constructor arguments of a native backbone other than its resolution,
             channels and label/augment sizes (which come from `sample_size`, `in_channels`, `out_channels`,
             `num_class_labels` and `augment_dim`), e.g. `{"model_channels": 128, "channel_mult": [2, 2, 2]}`.
@@ -128,7 +133,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     # Regional compilation: `compile_repeated_blocks()` compiles every module of these classes (the residual blocks of
     # the native backbones; UNet2DModel's ResNet blocks otherwise).
-    _repeated_blocks = ["UNetBlock", "ResnetBlock2D"]
+    _repeated_blocks = ["UNetBlock", "EDM2Block", "ResnetBlock2D"]
 
     @register_to_config
     def __init__(
@@ -236,6 +241,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         class_labels: torch.Tensor | None = None,
         augment_labels: torch.Tensor | None = None,
         return_dict: bool = True,
+        return_logvar: bool = False,
     ) -> EDMPreconditionedUNet2DOutput | tuple:
         """
         The denoised estimate D(x; σ) (Eq. 7).
@@ -249,9 +255,14 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             augment_labels (`torch.Tensor`, *optional*): augment labels (B, augment_dim); `None` means zeros (no
                 augmentation), which is how the model is sampled.
             return_dict (`bool`, defaults to `True`): return an [`EDMPreconditionedUNet2DOutput`] or a tuple.
+            return_logvar (`bool`, defaults to `False`): also return the uncertainty u(σ) of EDM2's loss (B, 1, 1, 1),
+                in the preconditioning's precision (EDM2 backbones only); the tuple is then (D, u).
 
         The preconditioning is computed in float32 (float64 for a float64 model) whatever dtype the backbone runs in.
         """
+        if return_logvar and not hasattr(self.backbone, "logvar"):
+            raise ValueError(f"The {self.config.backbone_type} backbone has no uncertainty head (logvar); only"
+                             " backbone_type='edm2_unet' has one.")
         batch_size = self._check_sample(sample)
         dtype = self._compute_dtype()
         precision = torch.float64 if dtype == torch.float64 else torch.float32
@@ -261,9 +272,12 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         model_input = (c_in * x).to(dtype)
         raw_output = self._raw_output(model_input, c_noise.flatten(), class_labels, augment_labels, batch_size)
         denoised = c_skip * x + c_out * raw_output[:, : self.config.in_channels].to(precision)
+        logvar = None
+        if return_logvar:
+            logvar = self.backbone.logvar(c_noise.flatten().to(dtype)).to(precision).reshape(-1, 1, 1, 1)
         if not return_dict:
-            return (denoised,)
-        return EDMPreconditionedUNet2DOutput(sample=denoised)
+            return (denoised,) if logvar is None else (denoised, logvar)
+        return EDMPreconditionedUNet2DOutput(sample=denoised, logvar=logvar)
 
     def set_attention_implementation(self, implementation: str) -> None:
         """Select how the self-attention of a native backbone is computed (a runtime setting, not saved).

@@ -13,14 +13,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from diffusers.models import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers import EDMDPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor, unwrap_module
 
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
-from ..schedulers.sigma_schedule import check_num_inference_steps
-from .postprocessing import OUTPUT_TYPES, postprocess_edm_images
+from ..schedulers.sigma_schedule import REFERENCE_SAMPLERS, check_num_inference_steps
+from .latents import decode_latents, latent_scale_and_bias
+from .postprocessing import OUTPUT_TYPES, postprocess_edm_images, postprocess_vae_pixels
 from .remote_code import resolve_loader_class_name, write_loader
 from .scheduler_families import (
     SIGMA_RANGE_TOLERANCE,
@@ -59,6 +61,10 @@ class EDMPipeline(DiffusionPipeline):
         guide_unet ([`EDMPreconditionedUNet2DModel`], *optional*): a second denoiser for autoguidance (Karras et al.
             2024), typically a smaller or less trained version of `unet` with the same image shape and classes. It is
             saved and loaded with the pipeline; `pipe.guide_unet = ...` sets it later.
+        vae ([`AutoencoderKL`], *optional*): for a latent-space model (EDM2's ImageNet-512): the unet denoises latents
+            and the VAE decodes them to images, exactly as EDM2's generator (see `diffusers_edm.pipelines.latents`:
+            the VAE sees pixels in [0, 1], and its config's `latents_mean`, `latents_std` and `scaling_factor` hold
+            the latent scaling).
         id2label (`dict[int, str]`, *optional*): class names of a conditional unet, by class index (several names may
             be separated by commas, as in diffusers' DiT pipeline); `class_labels` then also takes names.
         guidance_scale (`float`, defaults to 1.0): the guidance weight w of a call that gives none (1: no guidance).
@@ -98,8 +104,8 @@ class EDMPipeline(DiffusionPipeline):
     `save_pretrained` writes (it only imports this package).
     """
 
-    model_cpu_offload_seq = "unet->guide_unet"
-    _optional_components = ["guide_unet"]
+    model_cpu_offload_seq = "unet->guide_unet->vae"
+    _optional_components = ["guide_unet", "vae"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
@@ -107,6 +113,7 @@ class EDMPipeline(DiffusionPipeline):
         unet: EDMPreconditionedUNet2DModel,
         scheduler: SchedulerMixin,
         guide_unet: EDMPreconditionedUNet2DModel | None = None,
+        vae: AutoencoderKL | None = None,
         id2label: Mapping[int | str, str] | None = None,
         guidance_scale: float = 1.0,
         guidance_interval: Sequence[float] | None = None,
@@ -115,7 +122,9 @@ class EDMPipeline(DiffusionPipeline):
         _check_denoiser(unet, "unet")
         if guide_unet is not None:
             _check_guide(unet, guide_unet)
-        self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet)
+        if vae is not None:
+            _check_vae(unet, vae)
+        self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet, vae=vae)
         _check_guidance_scale(guidance_scale)
         guidance_interval = None if guidance_interval is None else list(_check_interval(guidance_interval))
         id2label = None if id2label is None else {str(int(key)): str(name) for key, name in id2label.items()}
@@ -126,6 +135,27 @@ class EDMPipeline(DiffusionPipeline):
         self._num_timesteps = None
         self._cuda_graph_steps = False  # the denoisers replay CUDA graphs (set by `enable_fast_sampling`)
         self._fast_sampling = None
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent along each side: 2^(VAE levels − 1) (8 for `stabilityai/sd-vae-ft-mse`), 1 without a
+        `vae`."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    def enable_vae_slicing(self) -> None:
+        """Decode the images one at a time (less memory for large batches; the same images)."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode each image in overlapping tiles (for images larger than memory allows at once; tiles are blended,
+        so the pixels differ slightly from a whole decode)."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
 
     def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
         """The class indices of class names (see `id2label`), e.g. `pipe.get_label_ids(["cat", "dog"])`; a `ValueError`
@@ -169,6 +199,8 @@ class EDMPipeline(DiffusionPipeline):
         denoiser) is also recorded in the config, which diffusers leaves empty, so that `save_pretrained` saves it."""
         if name == "guide_unet" and value is not None:
             _check_denoiser(value, "guide_unet")  # whether it fits the unet is checked when guidance uses it
+        if name == "vae" and value is not None:
+            _check_vae(self.unet, value)
         if name in self._optional_components and value is not None and self.config.get(name, (None,))[0] is None:
             self.register_modules(**{name: value})
             return
@@ -226,6 +258,8 @@ class EDMPipeline(DiffusionPipeline):
                 f" {type(self.scheduler).__name__} sets its own noise levels from its config."
             )
         _check_latents(latents, self._sample_shape(batch_size))
+        if self.vae is not None and output_type != "latent":
+            _check_vae(self.unet, self.vae, self._execution_device)
         if guidance_scale is None:
             guidance_scale = self.config.guidance_scale
         if guidance_scale == 1 and guidance_interval is not None:
@@ -306,8 +340,9 @@ class EDMPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): unscaled N(0, I) initial noise (batch_size, C, H, W), floating point
                 and finite; the pipeline multiplies it by `scheduler.init_noise_sigma`.
             output_type (`str`, defaults to "pil"): "pil" (quantised as EDM's generate.py does: clip(127.5 x + 128)
-                truncated to uint8), "np" (float32 (B, H, W, C) in [0, 1]), "pt" (float32 (B, C, H, W) in [0, 1]) or
-                "latent" (the raw final sample (B, C, H, W) in the sampler's dtype, nominally in [-1, 1]).
+                truncated to uint8; with a `vae`, its decoded pixels clamped to [0, 1] × 255, truncated, as EDM2's),
+                "np" (float32 (B, H, W, C) in [0, 1]), "pt" (float32 (B, C, H, W) in [0, 1]) or "latent" (the raw
+                final sample (B, C, H, W) in the sampler's dtype: nominally in [-1, 1], or the model's latents).
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): called after every model evaluation as
                 `callback_on_step_end(pipe, i, t, callback_kwargs)`; it may return `{"latents": ...}` to replace the
@@ -355,9 +390,7 @@ class EDMPipeline(DiffusionPipeline):
         device = self._execution_device
         if seeds is not None:
             generator = [torch.Generator(device).manual_seed(int(seed) % 2**32) for seed in seeds]
-        # EDM's samplers keep their state in float64, as the official sampler (MPS has no float64); diffusers'
-        # schedulers compute in float32.
-        state_dtype = torch.float64 if family.edm_sampler and device.type != "mps" else torch.float32
+        state_dtype = self._state_dtype(family, device)
         self._set_timesteps(family, num_inference_steps, sigmas, device)
         timesteps = self.scheduler.timesteps
         evaluation_sigmas = self.scheduler.sigmas[: len(timesteps)].detach().cpu()
@@ -412,11 +445,21 @@ class EDMPipeline(DiffusionPipeline):
 
         if not bool(torch.isfinite(sample).all()):  # the one host synchronisation, after the loop
             warnings.warn(self._non_finite_message(sample), RuntimeWarning, stacklevel=3)
-        images = postprocess_edm_images(sample, output_type)
+        if self.vae is not None and output_type != "latent":
+            images = postprocess_vae_pixels(decode_latents(self.vae, sample), output_type)
+        else:
+            images = postprocess_edm_images(sample, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def _state_dtype(self, family: SchedulerFamily, device: torch.device) -> torch.dtype:
+        """The sampler state's precision: that of the reference sampler of EDM's schedulers (float64 as EDM's sampler,
+        by default; float32 as EDM2's), float32 on MPS (no float64) and for diffusers' schedulers."""
+        if not family.edm_sampler or device.type == "mps":
+            return torch.float32
+        return REFERENCE_SAMPLERS[self.scheduler.config.get("reference_sampler", "edm")].state_dtype
 
     def _sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         config = self.unet.config
@@ -514,7 +557,8 @@ class EDMPipeline(DiffusionPipeline):
             return self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
         if guidance.guide_unet is not None:
             denoised = self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
-            guide = guidance.guide_unet(x, sigma, class_labels=labels, return_dict=False)[0].to(denoised.dtype)
+            guide_labels = labels if guidance.guide_unet.config.num_class_labels else None
+            guide = guidance.guide_unet(x, sigma, class_labels=guide_labels, return_dict=False)[0].to(denoised.dtype)
         else:
             both = self.unet(torch.cat([x, x]), sigma, class_labels=guidance.labels, return_dict=False)[0]
             denoised, guide = both.chunk(2)
@@ -706,15 +750,31 @@ def _check_denoiser(module: object, name: str) -> None:
 
 def _check_guide(unet: EDMPreconditionedUNet2DModel, guide_unet: EDMPreconditionedUNet2DModel) -> None:
     """A `TypeError` unless `guide_unet` is an EDM denoiser, a `ValueError` unless it denoises the unet's images with
-    its class labels."""
+    its class labels, or unconditionally (classifier-free guidance by a separate network, as EDM2's presets do)."""
     _check_denoiser(guide_unet, "guide_unet")
     for key in ("in_channels", "sample_size", "num_class_labels"):  # D has in_channels whatever out_channels is
         guide_value, unet_value = guide_unet.config.get(key), unet.config.get(key)
+        if key == "num_class_labels" and guide_value == 0:
+            continue
         if guide_value != unet_value:
             raise ValueError(
                 f"guide_unet must denoise the unet's images with its class labels, but its {key} is {guide_value}"
                 f" where the unet's is {unet_value}."
             )
+
+
+def _check_vae(unet: EDMPreconditionedUNet2DModel, vae: AutoencoderKL, device: torch.device | None = None) -> None:
+    """A `TypeError` unless `vae` is an `AutoencoderKL`, a `ValueError` unless its latents are the unet's images and its
+    config holds the latent scaling, or when a float16 VAE would decode on the CPU."""
+    if not isinstance(unwrap_module(vae), AutoencoderKL):
+        raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}.")
+    if vae.config.latent_channels != unet.config.in_channels:
+        raise ValueError(f"The VAE's latents have {vae.config.latent_channels} channels but the unet denoises"
+                         f" {unet.config.in_channels}; pass the VAE the model was trained with.")
+    latent_scale_and_bias(vae.config)
+    if device is not None and device.type == "cpu" and vae.dtype == torch.float16:
+        raise ValueError("The VAE is float16 on the CPU, where half-precision convolutions are not supported; load it"
+                         " with torch_dtype=torch.float32 (or bfloat16), or move the pipeline to a GPU.")
 
 
 def _randint(high: int, size: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:

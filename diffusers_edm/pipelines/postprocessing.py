@@ -7,6 +7,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .latents import quantize_vae_pixels
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -32,3 +34,16 @@ def postprocess_edm_images(
     if output_type == "pt":
         return images
     return images.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def postprocess_vae_pixels(
+    pixels: torch.Tensor, output_type: str
+) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Converts a VAE's decoded pixels in [0, 1] to "pil" images (× 255 truncated to uint8, as EDM2's generator saves
+    them) or float32 "np" (B, H, W, C) / "pt" (B, C, H, W) arrays."""
+    if output_type == "pil":
+        array = quantize_vae_pixels(pixels).permute(0, 2, 3, 1).cpu().numpy()
+        return [PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in array]
+    if output_type == "pt":
+        return pixels
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()

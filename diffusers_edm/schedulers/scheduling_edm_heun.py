@@ -15,6 +15,7 @@ from diffusers.utils import BaseOutput
 
 from ..preconditioning import EDM_SIGMA_DATA, edm_preconditioning
 from .sigma_schedule import (
+    REFERENCE_SAMPLERS,
     SOLVERS,
     check_choice,
     check_churn,
@@ -109,6 +110,9 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
             ¼ ln σ, as [`EDMEulerScheduler`]. `None` picks "sigma" for `prediction_type="sample"`, else "c_noise".
         num_train_timesteps (`int`, defaults to 1000): number of steps of the schedule held before
             `set_timesteps` is called, and the value of `len(scheduler)`.
+        reference_sampler (`str`, defaults to "edm"): the official generator whose random stream and precision
+            [`EDMPipeline`] reproduces: "edm" (EDM's `generate.py`: a float64 state, one normal drawn at every step)
+            or "edm2" (EDM2's `generate_images.py`: a float32 state, normals drawn at churned steps only).
     """
 
     # The schedulers EDMPipeline runs in this one's place (diffusers resolves only its own names in `compatibles`).
@@ -137,9 +141,11 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         prediction_type: str = "sample",
         timestep_type: str | None = None,
         num_train_timesteps: int = 1000,
+        reference_sampler: str = "edm",
     ) -> None:
         _check_config(sigma_min, sigma_max, sigma_data, rho, s_churn, s_tmin, s_tmax, s_noise)
         check_choice("solver", solver, SOLVERS)
+        check_choice("reference_sampler", reference_sampler, REFERENCE_SAMPLERS)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if timestep_type is not None:
             check_choice("timestep_type", timestep_type, TIMESTEP_TYPES)
@@ -225,10 +231,11 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
                 for VE networks).
             round_sigma (`Callable`, *optional*): the network's `round_sigma` (iDDPM networks snap σ to their discrete
                 levels); applied to the step levels and to the churned levels σ̂_i.
-            official_noise_stream (`bool`, defaults to `False`): draw the churn noise exactly as EDM's `generate.py`
-                does, so per-image generators seeded like it reproduce its images: one float64 normal per step (also
-                where γ_i = 0), with step 0's churn added by `add_initial_churn` instead of being folded into
-                `init_noise_sigma` (which is then σ_0). [`EDMPipeline`] uses this mode.
+            official_noise_stream (`bool`, defaults to `False`): draw the churn noise exactly as the official generator
+                of `reference_sampler` does, so per-image generators seeded like it reproduce its images (EDM: one
+                normal per step, also where γ_i = 0; EDM2: one per churned step), with step 0's churn added by
+                `add_initial_churn` instead of being folded into `init_noise_sigma` (which is then σ_0).
+                [`EDMPipeline`] uses this mode.
         """
         config = self.config
         round_sigma = round_sigma or unrounded
@@ -254,11 +261,12 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
 
         # 3. The model evaluations: step i's Euler predictor at σ̂_i (line 8) and, except for the last step or with the
         # "euler" solver, its correction at σ_{i+1} (line 11); the evaluation that completes x_{i+1} adds its churn.
+        draws_every_step = official_noise_stream and REFERENCE_SAMPLERS[config.reference_sampler].noise_every_step
         evaluations = []
         for i in range(num_steps):
             last = i == num_steps - 1
             single = last or config.solver == "euler"
-            draws = churn[i + 1] > 0 or (official_noise_stream and not last)
+            draws = churn[i + 1] > 0 or (draws_every_step and not last)
             evaluations.append(
                 _HeunStage(False, sigma_hat[i], sigma_hat[i], sigma[i + 1], single, churn[i + 1], single and draws)
             )
@@ -284,6 +292,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         self._c_in = precond.c_in.tolist()
         self.num_inference_steps = num_steps
         self._official_noise_stream = official_noise_stream
+        self._initial_draw = draws_every_step or churn[0] > 0
         timesteps = self.sigmas[:-1]
         if self.resolved_timestep_type == "c_noise":
             timesteps = precond.c_noise.to(torch.float32)
@@ -394,7 +403,7 @@ class EDMHeunScheduler(SchedulerMixin, ConfigMixin):
         """
         if not self._official_noise_stream:
             return sample
-        return rescale_and_churn(sample, 1.0, self._initial_churn_scale, True, generator, True)
+        return rescale_and_churn(sample, 1.0, self._initial_churn_scale, self._initial_draw, generator, True)
 
     def add_noise(
         self,

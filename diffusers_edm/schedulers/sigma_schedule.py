@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -65,6 +66,20 @@ def clamp_to_network_range(
         )
     return clamped_min, clamped_max
 
+
+class ReferenceSampler(NamedTuple):
+    """What an official generator does that its images depend on: the precision of its sampler state, and whether it
+    draws a normal at every step (also where γ_i = 0) or only where it churns."""
+
+    state_dtype: torch.dtype
+    noise_every_step: bool
+
+
+REFERENCE_SAMPLERS = {
+    "edm": ReferenceSampler(torch.float64, noise_every_step=True),  # EDM's generate.py (Karras et al. 2022)
+    "edm2": ReferenceSampler(torch.float32, noise_every_step=False),  # EDM2's generate_images.py (Karras et al. 2024)
+}
+"""The `reference_sampler` choices of [`EDMHeunScheduler`]."""
 
 MAX_INFERENCE_STEPS = 10_000
 """Most sampler steps a run may take: far beyond the paper's largest (512 in the ablations) and small enough that laying
@@ -133,15 +148,15 @@ def rescale_and_churn(
     """x̂ = s(t̂)/s(t) · x + √max(σ(t̂)² − σ(t)², 0) s(t̂) S_noise ε (Algorithm 2, lines 5–6, with the scaling s(t) of
     Eq. 4; `rescale` is the first factor and `churn_scale` the second, both precomputed).
 
-    ε ~ N(0, I), shaped like the sample, is drawn when `draws_noise`. With `official_noise_stream` it is drawn as EDM's
-    `generate.py` draws it: in float64, one tensor per image with a list of generators, also where `churn_scale` is 0
-    (so the next step's noise comes from the same place in each image's random stream).
+    ε ~ N(0, I), shaped like the sample and in its dtype, is drawn when `draws_noise`. With `official_noise_stream` it
+    is drawn as EDM's and EDM2's generators draw it: in the sampler state's dtype (float64 for EDM, float32 for EDM2),
+    one tensor per image with a list of generators, also where `churn_scale` is 0 (so the next step's noise comes from
+    the same place in each image's random stream).
     """
     if rescale != 1.0:
         sample = rescale * sample
     if draws_noise:
-        dtype = torch.float64 if official_noise_stream else sample.dtype
-        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=dtype)
+        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
         if churn_scale > 0:
             sample = sample + churn_scale * noise.to(sample.dtype)
     return sample

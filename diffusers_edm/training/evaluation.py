@@ -185,7 +185,7 @@ class TrainingEvaluator:
         source = self.args.eval_ref or (self.cache_path if self.cache_path.is_file() else None)
         if source is None:
             return None
-        self._reference = load_reference(source)
+        self._reference = load_reference(source, self.detector.metric)
         logger.info("Evaluating against the reference statistics %s.", source)
         return self._reference[0].shape[0]
 

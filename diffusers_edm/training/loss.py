@@ -1,4 +1,5 @@
-"""The training objectives of Table 1 (Karras et al. 2022, Eq. 2 and 8): EDM's own loss and the VP and VE baselines.
+"""The training objectives of Table 1 (Karras et al. 2022, Eq. 2 and 8): EDM's own loss and the VP and VE baselines,
+and EDM2's uncertainty-weighted form of EDM's loss (Karras et al. 2024, Eq. 21).
 
 The single place where the training noise distributions and loss weights are defined: EDM's ln σ ~ N(P_mean, P_std²)
 with λ(σ) = (σ² + σ_data²) / (σ σ_data)², VP's σ = σ_VP(t) with t ~ U(ε_t, 1) and VE's log-uniform σ ∈ [σ_min, σ_max],
@@ -140,6 +141,54 @@ class EDMLoss(TrainingLoss):
     def description(self) -> str:
         return (f"EDM's loss (ln σ ~ N({self.p_mean:g}, {self.p_std:g}²), λ(σ) = (σ² + σ_data²)/(σ σ_data)², "
                 f"σ_data = {self.sigma_data:g})")
+
+
+class EDM2Loss(EDMLoss):
+    """
+    EDM2's uncertainty-weighted loss (Karras et al. 2024, Sec. 2.4 and Eq. 21): σ drawn and weighted as EDM's, and
+    each σ's learned log-variance u(σ) of the model's uncertainty head (`return_logvar=True`, the `edm2_unet` backbone)
+    divides the weighted error: λ(σ)/e^u(σ) ‖D(y + n; σ) − y‖² + u(σ). Call order as the official loss: draw σ, draw n,
+    evaluate the model.
+
+    Args:
+        p_mean (`float`, defaults to -0.4), p_std (`float`, defaults to 1.0): the log-normal σ distribution (EDM2's
+            ImageNet-512 values; its ImageNet-64 models use -0.8 and 1.6).
+        sigma_data (`float`, defaults to 0.5): σ_data of λ(σ).
+    """
+
+    def __init__(self, p_mean: float = -0.4, p_std: float = 1.0, sigma_data: float = EDM_SIGMA_DATA) -> None:
+        super().__init__(p_mean, p_std, sigma_data)
+
+    def __call__(  # type: ignore[override]
+        self,
+        model,
+        images: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        sigma: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            model: an `EDMPreconditionedUNet2DModel` with an uncertainty head (called with `return_logvar=True`).
+            images (`torch.Tensor`): clean images (or latents) y, (B, C, H, W).
+            class_labels (`torch.Tensor`, *optional*): passed through to the model.
+            sigma, noise (`torch.Tensor`, *optional*): force the σ (B, 1, 1, 1) and the unit noise draw (tests).
+
+        Returns:
+            `(loss, sigma)`: the elementwise loss (B, C, H, W) and the σ used, (B, 1, 1, 1).
+        """
+        if sigma is None:
+            sigma = self.sample_sigma(images.shape[0], device=images.device)
+        weight = self.weight(sigma)
+        if noise is None:
+            noise = torch.randn_like(images)
+        output = model(images + noise * sigma, sigma, class_labels=class_labels, return_logvar=True)
+        return weight / output.logvar.exp() * (output.sample - images) ** 2 + output.logvar, sigma
+
+    @property
+    def description(self) -> str:
+        return (f"EDM2's uncertainty-weighted loss (ln σ ~ N({self.p_mean:g}, {self.p_std:g}²), λ(σ)/e^u(σ) ‖D − y‖²"
+                f" + u(σ), σ_data = {self.sigma_data:g})")
 
 
 class _UniformDrawLoss(TrainingLoss):

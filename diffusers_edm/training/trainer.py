@@ -39,6 +39,7 @@ from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
 from .loss import loss_for_model
+from .lr_schedule import edm_learning_rate
 from .model_card import write_model_card
 from .model_config import edm_augment_dim
 from .output_dir import check_output_dir, clear_run_outputs
@@ -320,8 +321,7 @@ class EDMTrainer:
         """One optimizer step over `gradient_accumulation_steps` batches; returns per-image losses and σ (all
         processes, on the device: nothing here waits for the device) and the number of images."""
         args, accelerator = self.args, self.accelerator
-        # Linear lr ramp-up measured in images seen before this step (the official schedule: the first step has lr 0).
-        lr = args.learning_rate * min(self.progress.cur_nimg / max(args.lr_rampup_kimg * 1000, 1e-8), 1.0)
+        lr = edm_learning_rate(self.progress.cur_nimg, args.learning_rate, args.lr_rampup_kimg * 1000)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses, sigmas = [], []

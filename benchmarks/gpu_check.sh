@@ -3,8 +3,9 @@
 # The whole GPU measurement in one command (under 8 minutes on one H100): sampling and training throughput of the
 # CIFAR-10 DDPM++ and ImageNet-64 ADM configurations and of the diffusers UNet2DModel baseline, over fp32 / tf32 /
 # bf16 / fp16, channels_last, torch.compile and CUDA graphs, EDM2-XS and EDM2-S ImageNet-512 sampling as EDM2's
-# generator runs it (32 steps on latents + VAE decode, with and without guidance), plus the equivalence check of the
-# fast path's images (fast configuration vs the fp32 exact path, same seeds and random weights).
+# generator runs it (32 steps on latents + VAE decode, with and without guidance), EDM2-XS training steps (ImageNet-512
+# latents and ImageNet-64 pixels), plus the equivalence check of the fast path's images (fast configuration vs the
+# fp32 exact path, same seeds and random weights).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [extra throughput.py flags]
 #

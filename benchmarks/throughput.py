@@ -12,7 +12,9 @@ optimizer, EMA). The networks have random weights (speed does not depend on them
 * `edm2-img512-xs`, `edm2-img512-s`: EDM2's ImageNet-512 networks (125M, 280M parameters) on 4×64×64 latents, sampled
   as EDM2's generator does (32 Heun steps, 63 evaluations, float32 state) and decoded to 512×512 by a VAE of
   `stabilityai/sd-vae-ft-mse`'s architecture; "+guided" adds classifier-free guidance by the unconditional XS network
-  (twice the evaluations), as the official `guid` presets.
+  (twice the evaluations), as the official `guid` presets. Training: EDM2-XS steps of `--preset edm2-img512-xs` (on
+  4×64×64 latents, given directly: the per-step latent draw costs nothing next to the network) and of
+  `--preset edm2-img64-xs` (`edm2-img64-xs`, 3×64×64 pixels), with EDM2's loss, lr schedule and post-hoc EMA.
 
 Each configuration (precision fp32 / tf32 / bf16 / fp16, channels_last, torch.compile mode, CUDA graphs) prints one
 JSON line (also appended to `--out DIR/throughput.jsonl`) and the markdown table `DIR/throughput.md` is rewritten
@@ -53,13 +55,17 @@ EDM2_STEPS = 32  # EDM2's generator: 63 evaluations per image (126 with guidance
 EDM2_GUIDANCE = 1.4  # the XS and S classifier-free guidance weight of the official FID presets
 GIB = 1024**3
 
-EDM2_MODELS = ("edm2-img512-xs", "edm2-img512-s")
-MODELS = ("cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32", *EDM2_MODELS)
-PRESETS = {"cifar10-ddpmpp": "cifar10-cond-ddpmpp", "imagenet64-adm": "imagenet64-cond-adm"}
+EDM2_MODELS = ("edm2-img512-xs", "edm2-img512-s")  # sampled as EDM2's generator does
+MODELS = ("cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32", *EDM2_MODELS, "edm2-img64-xs")
+PRESETS = {"cifar10-ddpmpp": "cifar10-cond-ddpmpp", "imagenet64-adm": "imagenet64-cond-adm",
+           "edm2-img512-xs": "edm2-img512-xs", "edm2-img64-xs": "edm2-img64-xs"}
+"""The models measured in training, with their train_edm.py preset."""
 NUM_CLASSES = {"cifar10-ddpmpp": 10, "imagenet64-adm": 1000, "ddpm-cifar10-32": 0, "edm2-img512-xs": 1000,
-               "edm2-img512-s": 1000}
+               "edm2-img512-s": 1000, "edm2-img64-xs": 1000}
 RESOLUTION = {"cifar10-ddpmpp": 32, "imagenet64-adm": 64, "ddpm-cifar10-32": 32, "edm2-img512-xs": 512,
-              "edm2-img512-s": 512}
+              "edm2-img512-s": 512, "edm2-img64-xs": 64}
+TRAIN_SHAPE = {"edm2-img512-xs": (4, 64)}
+"""Channels and resolution of the training data when they are not the images' (3 channels, RESOLUTION): latents."""
 # EDM2 networks (official presets' arguments: 64×64×4 latents, 1000 classes), keyed by model; "-uncond" is the guide.
 EDM2_CHANNELS = {"edm2-img512-xs": 128, "edm2-img512-s": 192, "edm2-img512-xs-uncond": 128}
 EDM2_SMALL = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8], channels_per_head=16)
@@ -69,6 +75,10 @@ SMALL_OVERRIDES = {
     "cifar10-ddpmpp": dict(model_channels=16, channel_mult=[1, 2], layers_per_block=1, attn_resolutions=[16]),
     "imagenet64-adm": dict(model_channels=16, channel_mult=[1, 2], layers_per_block=1, attn_resolutions=[32],
                            resolution=32),
+    "edm2-img512-xs": dict(model_channels=16, channel_mult=[1, 2], layers_per_block=1, attn_resolutions=[8],
+                           resolution=16),
+    "edm2-img64-xs": dict(model_channels=16, channel_mult=[1, 2], layers_per_block=1, attn_resolutions=[8],
+                          resolution=16),
 }
 
 REFERENCES = [
@@ -425,7 +435,8 @@ def train_edm(config: Config, device: torch.device, small: bool, iterations: int
 
     AcceleratorState._reset_state()  # each configuration has its own mixed precision
     GradientState._reset_state()
-    resolution, num_classes = RESOLUTION[config.model], NUM_CLASSES[config.model]
+    channels, resolution = TRAIN_SHAPE.get(config.model, (3, RESOLUTION[config.model]))
+    num_classes = NUM_CLASSES[config.model]
     argv = ["--preset", PRESETS[config.model], "--output_dir", output_dir, "--overwrite_output_dir",
             "--total_batch_size", str(config.batch), "--report_to", "none", "--sample_every", "0",
             "--checkpointing_steps", "0", "--logging_steps", "1000000",
@@ -444,12 +455,13 @@ def train_edm(config: Config, device: torch.device, small: bool, iterations: int
                  "--layers_per_block", str(overrides["layers_per_block"]),
                  "--attn_resolutions", ",".join(map(str, overrides["attn_resolutions"]))]
     args = parse_args(argv)
+    args.vae = args.preset = None  # the preset's settings are applied; its data (and VAE) replaced by random items
     if device.type == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "true"
     count = max(4 * config.batch, 64)
     generator = torch.Generator().manual_seed(0)
     dataset = EDMImageDataset(
-        images=torch.randint(0, 256, (count, 3, resolution, resolution), dtype=torch.uint8, generator=generator),
+        images=torch.randint(0, 256, (count, channels, resolution, resolution), dtype=torch.uint8, generator=generator),
         class_indices=torch.randint(0, num_classes, (count,), generator=generator), num_classes=num_classes,
         class_names=None, source_description="random")
     torch.manual_seed(0)
@@ -488,6 +500,7 @@ def gpu_check_grid(sample_batch: dict, train_batch: dict) -> list[Config]:
     c, i, d = "cifar10-ddpmpp", "imagenet64-adm", "ddpm-cifar10-32"
     x, s2 = EDM2_MODELS
     sc, si, sd, se = sample_batch[c], sample_batch[i], sample_batch[d], sample_batch[x]
+    te = train_batch["edm2-img512-xs"]
     tc, ti = train_batch[c], train_batch[i]
     return [
         C("sample", c, "fp32", batch=sc),  # the exact path (equivalence reference)
@@ -504,6 +517,8 @@ def gpu_check_grid(sample_batch: dict, train_batch: dict) -> list[Config]:
         C("sample", s2, "fp16", True, batch=se),
         C("sample", s2, "fp16", True, batch=se, guided=True),
         C("train", c, "fp32", batch=tc),
+        C("train", "edm2-img512-xs", "bf16", batch=te),  # EDM2-XS training: ImageNet-512 latents and ImageNet-64
+        C("train", "edm2-img64-xs", "bf16", batch=te),
         C("train", c, "bf16", batch=tc),
         C("train", c, "fp16", batch=tc),
         C("train", c, "bf16", True, batch=tc),
@@ -545,9 +560,12 @@ def small_grid(models, tasks, sample_batch, train_batch) -> list[Config]:
             if task == "train" and model not in PRESETS:
                 continue
             batch = (sample_batch if task == "sample" else train_batch)[model]
-            if model in EDM2_MODELS:
+            if model in EDM2_MODELS and task == "sample":
                 grid += [Config(task, model, "fp32", batch=batch), Config(task, model, "bf16", batch=batch),
                          Config(task, model, "fp32", batch=batch, guided=True)]
+                continue
+            if model.startswith("edm2-"):
+                grid += [Config(task, model, "fp32", batch=batch), Config(task, model, "bf16", batch=batch)]
                 continue
             grid += [Config(task, model, "fp32", batch=batch), Config(task, model, "bf16", batch=batch),
                      Config(task, model, "fp32", True, batch=batch), Config(task, model, "tf32", batch=batch),
@@ -571,12 +589,14 @@ def skip_reason(config: Config, device: torch.device, compile_on_cpu: bool) -> s
             return "compilation on the CPU is off (pass --compile_on_cpu)"
     if config.task == "train" and config.model not in PRESETS:
         return "measured for sampling only"
+    if config.task == "sample" and config.model == "edm2-img64-xs":
+        return "measured for training only"
     return None
 
 
 def estimated_seconds(config: Config, measured: dict) -> float:
     """A rough cost of a configuration on an H100, for the time budget (measured compile times update it)."""
-    if config.model in EDM2_MODELS:
+    if config.model.startswith("edm2-"):
         return 30.0 if config.compile is None else 150.0
     if config.compile is None:
         return 12.0 if config.model == "imagenet64-adm" else 8.0
@@ -672,7 +692,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default="sample,train", help="comma-separated subset of sample,train")
     parser.add_argument("--compile_modes", default="none,default,max-autotune-no-cudagraphs,reduce-overhead",
                         help="compile modes of the full grid (none = eager)")
-    parser.add_argument("--sample_batch", type=int, default=None, help="sampling batch (256 CIFAR, 64 ImageNet, 16 EDM2)")
+    parser.add_argument("--sample_batch", type=int, default=None,
+                        help="sampling batch (256 CIFAR, 64 ImageNet, 16 EDM2)")
     parser.add_argument("--train_batch", type=int, default=None, help="training batch (256 CIFAR, 64 ImageNet)")
     parser.add_argument("--iterations", type=int, default=None, help="timed sampling calls (default 2; CPU 1)")
     parser.add_argument("--train_steps", type=int, default=None, help="timed training steps (default 10; CPU 2)")
@@ -705,7 +726,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     else:
         sample_batch = {m: args.sample_batch or {"imagenet64-adm": 64, **dict.fromkeys(EDM2_MODELS, 16)}.get(m, 256)
                         for m in MODELS}
-        train_batch = {m: args.train_batch or (64 if m == "imagenet64-adm" else 256) for m in MODELS}
+        train_batch = {m: args.train_batch or (256 if m in ("cifar10-ddpmpp", "ddpm-cifar10-32") else 64)
+                       for m in MODELS}
     iterations = args.iterations or (1 if small else 2)
     train_steps = args.train_steps or (2 if small else 10)
     grid_name = args.grid if args.grid != "auto" else ("small" if small else "gpu-check")

@@ -19,9 +19,17 @@ from collections.abc import Sequence
 from ..data import DIGITS_DEFAULT_RESOLUTION
 from ..training.loss import TRAINABLE_PRECONDITIONINGS
 from ..training.phema import std_list_argument
-from ..training.presets import PRESETS, preset_defaults
+from ..training.presets import EDM2_RECIPE, PRESETS, preset_defaults
 from ..training.run_setup import dry_run
-from ..training.settings import ARCHITECTURES, DEFAULT_BATCH_SIZE, TRACKERS, Interval, parse_interval
+from ..training.settings import (
+    ARCHITECTURES,
+    DEFAULT_BATCH_SIZE,
+    LOSSES,
+    LR_SCHEDULES,
+    TRACKERS,
+    Interval,
+    parse_interval,
+)
 from ..training.trainer import EDMTrainer
 from .common import OneLineErrorParser, reported_errors
 
@@ -51,7 +59,8 @@ def build_parser() -> OneLineErrorParser:
     parser.add_argument("--preset", choices=PRESETS, default=None, metavar="NAME",
                         help="Start from the settings of one of the paper's training runs (flags given explicitly "
                              "still win): " + ", ".join(PRESETS) + ". Names: dataset-cond|uncond-arch, with -vp/-ve "
-                             "for the VP/VE baselines.")
+                             "for the VP/VE baselines; edm2-img512-* (latents of --vae) and edm2-img64-* are EDM2's "
+                             "official configurations.")
     parser.add_argument("--dry_run", action="store_true",
                         help="Print the resolved settings, the model's configuration and parameter count, and the "
                              "number of steps and images, then exit without writing anything.")
@@ -94,6 +103,12 @@ def build_parser() -> OneLineErrorParser:
                            "--center_crop, --max_train_samples are unchanged). Default: "
                            "$HF_HOME/diffusers_edm/decoded.")
     data.add_argument("--cache_dir", default=None, help="Cache directory of datasets.load_dataset.")
+    data.add_argument("--vae", default=None, metavar="ID_OR_PATH",
+                      help="Train in the latent space of this diffusers AutoencoderKL (Hub id or folder; EDM2's "
+                           "ImageNet-512: stabilityai/sd-vae-ft-mse): the images are encoded once, before training, "
+                           "into a cache of posterior means and standard deviations (next to the decoded-image "
+                           "cache), and each step draws latents from them, scaled as EDM2 does. The saved pipeline "
+                           "holds the VAE and decodes its samples.")
 
     model = parser.add_argument_group("model (a UNet2DModel backbone)")
     model.add_argument("--pretrained_model_name_or_path", default=None,
@@ -106,14 +121,16 @@ def build_parser() -> OneLineErrorParser:
                        help="JSON file with the EDMPreconditionedUNet2DModel configuration; overrides the "
                             "architecture flags below.")
     model.add_argument("--arch", choices=ARCHITECTURES, default="ddpmpp",
-                       help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), or "
+                       help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), EDM2's "
+                            "magnitude-preserving U-Net ('edm2', which also makes EDM2's recipe the default: "
+                            + ", ".join(f"--{key} {value}" for key, value in EDM2_RECIPE.items()) + "), or "
                             "diffusers' UNet2DModel ('unet_2d').")
     model.add_argument("--model_channels", type=int, default=40, help="Channels of the first level.")
     model.add_argument("--channel_mult", type=int_list, default=[1, 2],
                        help="Per-level channel multipliers (comma-separated); one downsampling between levels "
                             "(paper CIFAR-10: 2,2,2).")
-    model.add_argument("--layers_per_block", type=int, default=1,
-                       help="Residual blocks per level (paper: 4 for DDPM++/NCSN++, 3 for ADM).")
+    model.add_argument("--layers_per_block", "--num_blocks", type=int, default=1,
+                       help="Residual blocks per level (paper: 4 for DDPM++/NCSN++, 3 for ADM and EDM2).")
     model.add_argument("--attn_resolutions", type=int_list, default=[],
                        help="Resolutions (pixels) whose levels use self-attention, comma-separated (paper CIFAR-10: "
                             "16); the Song U-Net always attends at its lowest resolution.")
@@ -134,8 +151,13 @@ def build_parser() -> OneLineErrorParser:
                             "a third more compute; same results.")
 
     loss = parser.add_argument_group("loss and augmentation")
-    loss.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln σ during training (P_mean).")
-    loss.add_argument("--p_std", type=float, default=1.2, help="Standard deviation of ln σ during training (P_std).")
+    loss.add_argument("--loss", choices=LOSSES, default="edm",
+                      help="edm: λ(σ)-weighted squared error (EDM's, or the VP/VE baselines' with --precond); edm2: "
+                           "EDM2's uncertainty-weighted form λ(σ)/e^u(σ) ‖D − y‖² + u(σ), with the learned u(σ) of "
+                           "--arch edm2.")
+    loss.add_argument("--p_mean", "--P_mean", type=float, default=-1.2, help="Mean of ln σ during training (P_mean).")
+    loss.add_argument("--p_std", "--P_std", type=float, default=1.2,
+                      help="Standard deviation of ln σ during training (P_std).")
     loss.add_argument("--augment_p", type=float, default=0.12,
                       help="Probability of each non-leaky geometric augmentation (0 disables augmentation and the "
                            "augment-label input). x-flips happen with probability 1/2 whenever it is > 0.")
@@ -159,7 +181,14 @@ def build_parser() -> OneLineErrorParser:
                        help="Training length in thousands of images (paper CIFAR-10: 200000).")
     optim.add_argument("--max_train_steps", type=int, default=None,
                        help="Stop after this many optimizer steps (whichever of this and --duration_kimg comes first).")
-    optim.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate after the ramp-up.")
+    optim.add_argument("--learning_rate", "--ref_lr", type=float, default=1e-3,
+                       help="Adam learning rate after the ramp-up (EDM2's α_ref with --lr_schedule edm2).")
+    optim.add_argument("--lr_schedule", choices=LR_SCHEDULES, default="edm",
+                       help="edm: constant after the ramp-up; edm2: α_ref / √max(t / --ref_batches, 1) for step t, "
+                            "after the same ramp-up (EDM2, Eq. 18).")
+    optim.add_argument("--ref_batches", type=float, default=0.0,
+                       help="--lr_schedule edm2: the step count after which the rate decays as 1/√t (0: never; "
+                            "EDM2: 70000 at ImageNet-512, 35000 at ImageNet-64).")
     optim.add_argument("--lr_rampup_kimg", type=float, default=20.0,
                        help="Linear learning-rate warm-up, in thousands of images (paper: 10000).")
     optim.add_argument("--adam_beta1", type=float, default=0.9, help="Adam β1.")
@@ -174,10 +203,15 @@ def build_parser() -> OneLineErrorParser:
                             "post-hoc EMA, e.g. 0.05,0.10) and store their snapshots in output_dir/phema, from which "
                             "`python -m diffusers_edm.reconstruct_phema` builds the EMA of any σ_rel after training. "
                             "Default: off.")
+    optim.add_argument("--phema_export_std", type=float, default=None, metavar="SIGMA_REL",
+                       help="Write the post-hoc EMA of this σ_rel as the pipeline (at every save, the sample grids and "
+                            "evaluations use it too): a tracked --phema_stds value exactly, any other reconstructed "
+                            "from the run's snapshots. Default: the half-life EMA (--ema_halflife_kimg); with --arch "
+                            "edm2, 0.10.")
     optim.add_argument("--phema_every", type=parse_interval, default=None,
                        help="Store the post-hoc EMA snapshots every N steps or K kimg ('kimg' suffix; at least 1 kimg "
                             "apart, as their names count kimg), and at the end (replacing a snapshot of the same kimg)."
-                            " Default: every 1/16 of the training duration.")
+                            " Default: every 1/16 of the training duration (at least 1 kimg).")
     optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                        help="Mixed precision through accelerate (default: accelerate's configuration). fp16 needs a "
                             "GPU (autocast and a gradient scaler); on a CPU use bf16 or no.")
@@ -255,8 +289,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and validates the command line; a --preset's values are defaults that explicit flags override."""
     parser = build_parser()
     preset = parser.parse_known_args(argv)[0].preset
-    if preset is not None:
-        parser.set_defaults(**preset_defaults(preset))
+    defaults = preset_defaults(preset) if preset is not None else {}
+    parser.set_defaults(**defaults)
+    if parser.parse_known_args(argv)[0].arch == "edm2":  # EDM2's recipe, under the preset's values and the flags
+        parser.set_defaults(**{**EDM2_RECIPE, **defaults})
     args = parser.parse_args(argv)
     checks = [
         (args.total_batch_size is None or args.total_batch_size >= 1, "--total_batch_size must be >= 1"),
@@ -279,6 +315,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.num_inference_steps >= 1, "--num_inference_steps must be >= 1"),
         (not (args.dataset_name and args.train_data_dir), "pass only one of --dataset_name and --train_data_dir"),
         (args.eval_num >= 2, "--eval_num must be >= 2 (a covariance needs at least 2 samples)"),
+        (args.ref_batches >= 0, "--ref_batches must be >= 0"),
+        (args.arch != "edm2" or args.augment_p == 0,
+         "--arch edm2 has no augmentation conditioning (EDM2 trains without augmentation): pass --augment_p 0, and "
+         "--xflip for mirrored copies"),
+        (args.arch != "edm2" or not args.label_dropout,
+         "--arch edm2 has no label dropout (EDM2 guides with a separate unconditional network): drop --label_dropout"),
+        (args.vae is None or args.augment_p == 0,
+         "--vae trains on latents, which EDM's geometric augmentation would distort: pass --augment_p 0 (and --xflip "
+         "for mirrored copies)"),
+        (args.vae is None or not args.random_flip,
+         "--random_flip mirrors images, not latents: with --vae pass --xflip (both orientations are encoded)"),
+        (args.phema_export_std is None or bool(args.phema_stds),
+         "--phema_export_std needs tracked post-hoc EMAs: pass --phema_stds (e.g. 0.05,0.10)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -287,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--phema_every sets how often post-hoc EMA snapshots are stored; it needs --phema_stds (e.g. "
                      "0.05,0.10)")
     if args.phema_stds and args.phema_every is None:
-        args.phema_every = Interval(args.duration_kimg / 16, "kimg")
+        args.phema_every = Interval(max(args.duration_kimg / 16, 1.0), "kimg")  # file names count whole kimg
     if args.eval_detector is None:
         args.eval_detector = "inception" if args.dataset_name or args.train_data_dir else "digits"
     return args

@@ -1,4 +1,5 @@
-"""The decoded-image cache of `build_dataset`, for datasets larger than memory.
+"""The decoded-image cache of `build_dataset`, for datasets larger than memory (and, with float32 items, the latent
+cache of VAE training).
 
 The selected training images are decoded once into a uint8 `[N, C, H, W]` `.npy` file and then read back one image
 per access with `os.preadv`, never through a memory map, so a process's resident memory does not grow with the images
@@ -59,7 +60,7 @@ def _is_regular_file(path: Path) -> bool:
         return False
 
 
-def _sha256_of(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest_ = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 24):
@@ -67,30 +68,40 @@ def _sha256_of(path: Path) -> str:
     return digest_.hexdigest()
 
 
-def _read_npy_header(path: str) -> tuple[tuple[int, ...], int]:
-    """Shape and data offset of a C-ordered uint8 `.npy` file."""
+ITEM_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+"""What a cache file may hold: uint8 images, float32 latents."""
+
+
+def _read_npy_header(path: str) -> tuple[tuple[int, ...], int, np.dtype]:
+    """Shape, data offset and dtype of a C-ordered uint8 or float32 `.npy` file."""
     with open(path, "rb") as file:
         version = np.lib.format.read_magic(file)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(file)
-        if fortran_order or dtype != np.uint8:
-            raise ValueError(f"{path} does not hold C-ordered uint8 images.")
-        return shape, file.tell()
+        if fortran_order or dtype not in ITEM_DTYPES:
+            raise ValueError(f"{path} does not hold C-ordered uint8 images or float32 latents.")
+        return shape, file.tell(), dtype
 
 
 class DecodedImageFile:
-    """uint8 `[N, C, H, W]` images in an `.npy` file, read one image per access.
+    """uint8 `[N, C, H, W]` images (or float32 latents) in an `.npy` file, read one item per access.
 
     The file stays open while the object lives; a forked DataLoader worker shares the descriptor (positional reads do
     not interfere), and a pickled copy (a spawned worker) carries only the path and reopens it, never the images.
 
     Args:
         path (`str` or `Path`): The `.npy` file.
+
+    Attributes:
+        sha256 (`str`, *optional*): the file's checksum, when it came from a [`DecodedCache`] (which checked it).
+        info (`dict`): what the cache recorded with the items (e.g. the latent statistics).
     """
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self.shape, self._offset = _read_npy_header(self.path)
+        self.shape, self._offset, self.dtype = _read_npy_header(self.path)
+        self.sha256: str | None = None
+        self.info: dict = {}
         self._fd: int | None = None
         self._open()
 
@@ -101,14 +112,14 @@ class DecodedImageFile:
 
     @property
     def file_size(self) -> int:
-        """Bytes the file must have: header and every image."""
-        return self._offset + int(np.prod(self.shape))
+        """Bytes the file must have: header and every item."""
+        return self._offset + int(np.prod(self.shape)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = np.empty(self.shape[1:], dtype=np.uint8)
+        image = np.empty(self.shape[1:], dtype=self.dtype)
         read = os.preadv(self._open(), [image], self._offset + index * image.nbytes)
         if read != image.nbytes:
             raise OSError(f"{self.path} ends within image {index}; delete it to have it rebuilt.")
@@ -136,13 +147,13 @@ class DecodedImageWriter:
         self._file = None
         self._hash = hashlib.sha256()
 
-    def allocate(self, channels: int, height: int, width: int) -> None:
-        """Starts the file for `count` images of `[channels, height, width]`."""
+    def allocate(self, channels: int, height: int, width: int, dtype: np.dtype = np.uint8) -> None:
+        """Starts the file for `count` items of `[channels, height, width]` (uint8 images or float32 latents)."""
         self.shape = (self.count, channels, height, width)
         self._file = open(self.path, "wb")
         self._hash = hashlib.sha256()
         header = {
-            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
             "fortran_order": False,
             "shape": self.shape,
         }
@@ -151,7 +162,7 @@ class DecodedImageWriter:
         self._write(buffer.getvalue())
 
     def append(self, image: np.ndarray) -> None:
-        """Appends one `[C, H, W]` uint8 image."""
+        """Appends one `[C, H, W]` item of the allocated dtype."""
         self._write(np.ascontiguousarray(image).data)
         self.written += 1
 
@@ -213,7 +224,8 @@ class DecodedCache:
         return self.folder / f"{self.name}-{fingerprint[:16]}{suffix}"
 
     def load(self, fingerprint: str) -> tuple[DecodedImageFile, list[str]] | None:
-        """The complete cache with this fingerprint and the warnings logged when it was written, else `None`."""
+        """The complete cache with this fingerprint and the warnings logged when it was written, else `None`; the
+        file's `sha256` and `info` are those recorded."""
         meta_path, images_path = self._path(fingerprint, ".json"), self._path(fingerprint, ".npy")
         if not _is_regular_file(meta_path):
             return None
@@ -226,10 +238,11 @@ class DecodedCache:
                 raise ValueError("the cache belongs to other data")
             if os.path.getsize(images.path) != images.file_size:
                 raise ValueError("the image file has the wrong size")
-            if _sha256_of(images_path) != meta["sha256"]:
+            if file_sha256(images_path) != meta["sha256"]:
                 raise ValueError("the image file does not match its checksum: it was altered or is corrupt")
+            images.sha256, images.info = meta["sha256"], dict(meta.get("info", {}))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            logger.warning("Ignoring the decoded-image cache %s (%s); decoding the images again.", meta_path, error)
+            logger.warning("Ignoring the cache %s (%s); preparing the items again.", meta_path, error)
             return None
         return images, list(meta["warnings"])
 
@@ -238,9 +251,10 @@ class DecodedCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         return DecodedImageWriter(self._staging(self._path(fingerprint, ".npy")), count)
 
-    def commit(self, writer: DecodedImageWriter, fingerprint: str, warnings: list[str]) -> DecodedImageFile:
-        """Moves the written images into place, then writes the metadata that marks the cache complete, and removes
-        older caches of the same source."""
+    def commit(self, writer: DecodedImageWriter, fingerprint: str, warnings: list[str],
+               info: dict | None = None) -> DecodedImageFile:
+        """Moves the written items into place, then writes the metadata that marks the cache complete (with `info`,
+        JSON values recorded with the items), and removes older caches of the same source."""
         writer.finish()
         images_path, meta_path = self._path(fingerprint, ".npy"), self._path(fingerprint, ".json")
         os.replace(writer.path, images_path)
@@ -251,6 +265,7 @@ class DecodedCache:
             "sha256": writer.sha256,
             "warnings": warnings,
             "format_version": CACHE_FORMAT_VERSION,
+            "info": info or {},
         }
         try:
             staging_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -258,6 +273,7 @@ class DecodedCache:
         finally:
             staging_meta.unlink(missing_ok=True)
         images = DecodedImageFile(images_path)
+        images.sha256, images.info = writer.sha256, dict(info or {})
         self._remove_older(fingerprint)
         return images
 

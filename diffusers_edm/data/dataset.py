@@ -42,7 +42,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError, write_error_reason
-from .cache import CACHE_FORMAT_VERSION, DecodedCache, DecodedImageFile, default_decoded_cache_dir, digest
+from .cache import (
+    CACHE_FORMAT_VERSION,
+    DecodedCache,
+    DecodedImageFile,
+    default_decoded_cache_dir,
+    digest,
+    file_sha256,
+)
 from .config import DIGITS_DEFAULT_RESOLUTION, IN_MEMORY_MAX_BYTES, DataConfig, check_config
 from .decoding import ArraySink, decode_image, decode_images
 from .labels import resolve_labels
@@ -114,6 +121,25 @@ class EDMImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_images * (2 if self.xflip else 1)
 
+    def label(self, index: int) -> torch.Tensor:
+        """The one-hot label of item `index` (empty for unconditional data), without reading its image."""
+        label = torch.zeros(self.num_classes, dtype=torch.float32)
+        if self._class_indices is not None:
+            label[self._class_indices[index % len(self) % self.num_images]] = 1.0
+        return label
+
+    def content_digest(self) -> str:
+        """SHA-256 of what the dataset yields: its decoded images (a cache file's recorded checksum, or the bytes held
+        in memory), labels, class names and x-flip duplication; e.g. to key a cache derived from it."""
+        images = self._images
+        if isinstance(images, DecodedImageFile):
+            pixels = images.sha256 or file_sha256(Path(images.path))
+        else:
+            pixels = digest(images.contiguous().numpy().tobytes())
+        labels = None if self._class_indices is None else digest(self._class_indices.numpy().tobytes())
+        return digest({"images": pixels, "dtype": str(images.dtype), "labels": labels,
+                       "classes": [self.num_classes, self.class_names], "xflip": self.xflip})
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         length = len(self)
         if not -length <= index < length:
@@ -124,10 +150,7 @@ class EDMImageDataset(torch.utils.data.Dataset):
         image = image.to(torch.float32) / 127.5 - 1 if image.dtype == torch.uint8 else image.clone()
         if index >= self.num_images:
             image = torch.flip(image, dims=[2])
-        label = torch.zeros(self.num_classes, dtype=torch.float32)
-        if self._class_indices is not None:
-            label[self._class_indices[image_index]] = 1.0
-        return image, label
+        return image, self.label(index)
 
 
 def build_dataset(config: DataConfig) -> EDMImageDataset:

@@ -1,5 +1,5 @@
-"""The configuration of a paper-architecture denoiser (DDPM++, NCSN++, ADM) built from `train_edm.py`'s flags, and its
-parameter count without allocating it (`--dry_run`)."""
+"""The configuration of a denoiser built from `train_edm.py`'s flags (the paper's DDPM++, NCSN++, ADM, EDM2's U-Net or
+diffusers' UNet2DModel), and its parameter count without allocating it (`--dry_run`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..preconditioning import EDM_SIGMA_DATA, make_preconditioning
 from .augment import AugmentPipe
+from .latent_data import EDM2_VAE_CONFIG, vae_scale_factor
 from .loss import check_trainable
 from .presets import get_preset
 from .settings import NATIVE_ARCHITECTURES
@@ -58,6 +59,27 @@ def native_model_config(
                 backbone_config=backbone_config, preconditioning=precond)
 
 
+def edm2_model_config(
+    model_channels: int,
+    channel_mult: Sequence[int],
+    layers_per_block: int,
+    attn_resolutions: Sequence[int],
+    dropout: float,
+    resolution: int,
+    channels: int,
+    num_classes: int,
+    sigma_data: float = EDM_SIGMA_DATA,
+) -> dict:
+    """The `EDMPreconditionedUNet2DModel` constructor arguments of EDM2's magnitude-preserving U-Net (`--arch edm2`),
+    as EDM2's training builds its `Precond`: EDM's preconditioning, no augmentation conditioning, the U-Net's other
+    arguments at the official defaults."""
+    backbone_config = dict(model_channels=model_channels, channel_mult=list(channel_mult),
+                           num_blocks=layers_per_block, attn_resolutions=list(attn_resolutions), dropout=dropout)
+    return dict(sample_size=resolution, in_channels=channels, out_channels=channels, sigma_data=sigma_data,
+                num_class_labels=num_classes, augment_dim=0, backbone_type="edm2_unet",
+                backbone_config=backbone_config, preconditioning="edm")
+
+
 def count_parameters(config_kwargs: dict) -> int:
     """The number of parameters of `EDMPreconditionedUNet2DModel(**config_kwargs)`, built on the meta device (no
     memory; about a second even for ImageNet's 296M-parameter ADM).
@@ -92,6 +114,16 @@ def preset_model_config(name: str, **overrides) -> dict:
     `overrides` replace arguments of [`native_model_config`] (e.g. `resolution=`, `num_classes=`)."""
     preset = get_preset(name)
     args = preset.args
+    if args["arch"] == "edm2":  # on the latents of EDM2's VAE for the ImageNet-512 presets
+        latent = args.get("vae") is not None
+        factor = vae_scale_factor(EDM2_VAE_CONFIG) if latent else 1
+        kwargs = dict(model_channels=args["model_channels"], channel_mult=args["channel_mult"],
+                      layers_per_block=args["layers_per_block"], attn_resolutions=args["attn_resolutions"],
+                      dropout=args["dropout"], resolution=preset.resolution // factor,
+                      channels=EDM2_VAE_CONFIG["latent_channels"] if latent else preset.channels,
+                      num_classes=preset.num_classes)
+        kwargs.update(overrides)
+        return edm2_model_config(**kwargs)
     kwargs = dict(
         arch=args["arch"], model_channels=args["model_channels"], channel_mult=args["channel_mult"],
         layers_per_block=args["layers_per_block"], attn_resolutions=args["attn_resolutions"], dropout=args["dropout"],

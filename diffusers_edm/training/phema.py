@@ -164,6 +164,22 @@ class PowerFunctionEMA:
         state.update(zip(self.names, self.averages[index]))
         return state
 
+    def state_dict_for(self, model: nn.Module, std: float, cur_nimg: int) -> dict[str, torch.Tensor]:
+        """The full state dict of `model` with the parameters of the power-function EMA of σ_rel `std` at `cur_nimg`
+        images: a tracked average exactly, another σ_rel as the least-squares combination of the tracked averages'
+        profiles at that time (the full reconstruction from the stored snapshots is `reconstruct_phema`'s)."""
+        for index, tracked in enumerate(self.stds):
+            if f"{tracked:.3f}" == f"{std:.3f}":
+                return self.averaged_state_dict(model, index)
+        weights = reconstruction_coefficients([cur_nimg] * len(self.stds), self.gammas, cur_nimg, std_to_gamma(std))
+        state = model.state_dict()
+        for position, name in enumerate(self.names):
+            combined = torch.zeros_like(self.averages[0][position], dtype=torch.float32)
+            for weight, average in zip(weights, self.averages):
+                combined.add_(average[position].float(), alpha=float(weight))
+            state[name] = combined.to(self.averages[0][position].dtype)
+        return state
+
     def save_snapshots(self, model: nn.Module, folder: Path, cur_nimg: int) -> list[Path]:
         """Writes one snapshot per σ_rel into `folder` (atomically: a staging file renamed when complete), with the
         exact image count, σ_rel and γ in the safetensors metadata. Returns the paths."""

@@ -155,8 +155,53 @@ def _build(name: str, dataset: str, conditional: bool, arch: str, precond: str, 
                   num_classes=num_classes)
 
 
+# --- EDM2 (Karras et al. 2024): its training configurations, and its recipe as defaults of --arch edm2 --------------
+
+EDM2_VAE = "stabilityai/sd-vae-ft-mse"
+"""The VAE of EDM2's ImageNet-512 models."""
+
+_EDM2_NETWORK = dict(arch="edm2", channel_mult=[1, 2, 3, 4], layers_per_block=3, attn_resolutions=[16, 8])
+_EDM2_TRAINING = dict(loss="edm2", lr_schedule="edm2", total_batch_size=2048, lr_rampup_kimg=10000.0,
+                      adam_beta1=0.9, adam_beta2=0.99, augment_p=0.0, mixed_precision="fp16", conditional=True,
+                      phema_stds=[0.05, 0.10], phema_every="8388.608kimg")
+_EDM2_SIZES = {
+    # name: (model_channels, dropout, ref_lr, training images); the official training presets
+    "edm2-img512-xxs": (64, 0.0, 0.017, 2147483648), "edm2-img512-xs": (128, 0.0, 0.012, 2147483648),
+    "edm2-img512-s": (192, 0.0, 0.010, 2147483648), "edm2-img512-m": (256, 0.1, 0.009, 2147483648),
+    "edm2-img512-l": (320, 0.1, 0.008, 1879048192), "edm2-img512-xl": (384, 0.1, 0.007, 1342177280),
+    "edm2-img512-xxl": (448, 0.1, 0.0065, 939524096),
+    "edm2-img64-xs": (128, 0.0, 0.012, 1073741824), "edm2-img64-s": (192, 0.0, 0.010, 1073741824),
+    "edm2-img64-m": (256, 0.1, 0.009, 2147483648), "edm2-img64-l": (320, 0.1, 0.008, 1073741824),
+    "edm2-img64-xl": (384, 0.1, 0.007, 671088640),
+}
+
+
+def _build_edm2(name: str) -> Preset:
+    channels, dropout, ref_lr, nimg = _EDM2_SIZES[name]
+    latent = "-img512-" in name
+    args = {**_EDM2_NETWORK, **_EDM2_TRAINING, "model_channels": channels, "dropout": dropout, "learning_rate": ref_lr,
+            "duration_kimg": nimg / 1000, "ref_batches": 70000 if latent else 35000,
+            "p_mean": -0.4 if latent else -0.8, "p_std": 1.0 if latent else 1.6,
+            "vae": EDM2_VAE if latent else None}
+    space = f"latents of {EDM2_VAE} (4x64x64)" if latent else "pixels"
+    doc = (f"EDM2 {name.split('-')[-1].upper()} on ImageNet {'512' if latent else '64'}x{'512' if latent else '64'}"
+           f" class-conditional, on {space}: the official training configuration ({nimg / 2**20:g} Mi images of"
+           f" 2048, ref_lr {ref_lr:g}).")
+    return Preset(name=name, doc=doc, args=args, dataset=f"imagenet-{'512x512' if latent else '64x64'}",
+                  resolution=512 if latent else 64, channels=3, num_classes=1000)
+
+
+EDM2_RECIPE: dict[str, object] = dict(
+    loss="edm2", lr_schedule="edm2", learning_rate=0.01, ref_batches=2000, lr_rampup_kimg=10.0, adam_beta2=0.99,
+    augment_p=0.0, dropout=0.0, p_mean=-0.8, p_std=1.6, phema_stds=[0.05, 0.10], phema_export_std=0.10,
+)
+"""Defaults that `--arch edm2` brings (EDM2's recipe: its loss and lr schedule, Adam β₂ 0.99, no augmentation or
+dropout, post-hoc EMA; the pixel-space σ distribution of its ImageNet-64 models), sized for the embedded digits; a
+--preset and explicit flags override them."""
+
 PRESETS: dict[str, Preset] = {row[0]: _build(*row) for row in _PRESET_ROWS}
-"""All presets by name, in the order of the table above."""
+PRESETS.update((name, _build_edm2(name)) for name in _EDM2_SIZES)
+"""All presets by name, in the order of the tables above."""
 
 
 def get_preset(name: str) -> Preset:

@@ -19,8 +19,15 @@ from ..models.unet_edm import EDMPreconditionedUNet2DModel, preconditioning_of
 from ..pipelines.fast_sampling import set_tf32
 from ..preconditioning import EDM_SIGMA_DATA
 from .hub import read_token_file
+from .latent_data import check_vae_fits, read_vae_config
 from .model_card import SECRET_KEYS
-from .model_config import count_parameters, edm_augment_dim, native_model_config, unet2d_model_config
+from .model_config import (
+    count_parameters,
+    edm2_model_config,
+    edm_augment_dim,
+    native_model_config,
+    unet2d_model_config,
+)
 from .presets import get_preset
 from .settings import Interval, resolve_batch_sizes
 from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config
@@ -69,7 +76,33 @@ def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment
                    label_dropout=args.label_dropout)
     if args.arch == "unet_2d":
         return unet2d_model_config(**network)
+    if args.arch == "edm2":
+        if precond != "edm":
+            raise TrainingError(f"--arch edm2 uses EDM's preconditioning; drop --precond {precond}.")
+        for key in ("augment_dim", "precond", "label_dropout"):  # refused by the command line for EDM2
+            network.pop(key)
+        return edm2_model_config(**network)
     return native_model_config(args.arch, **network)
+
+
+def check_preset_resolution(args: argparse.Namespace, resolution: int) -> None:
+    """A TrainingError when an EDM2 `--preset` meets images of another size than its official data's."""
+    if args.preset is None or not args.preset.startswith("edm2-"):
+        return
+    expected = get_preset(args.preset).resolution
+    if resolution != expected:
+        raise TrainingError(f"--preset {args.preset} trains on {expected}x{expected} images but the data is"
+                            f" {resolution}x{resolution}; pass --resolution {expected} (images are resized) or a preset"
+                            " of your data's size.")
+
+
+def check_loss_fits(config: dict, loss: str) -> None:
+    """A TrainingError unless the model of `config` can be trained with `--loss` (EDM2's needs the uncertainty head
+    of EDM2's U-Net)."""
+    backbone = config.get("backbone_type", "unet_2d")
+    if loss == "edm2" and backbone != "edm2_unet":
+        raise TrainingError(f"--loss edm2 weights the loss by the learned uncertainty u(σ) of EDM2's U-Net, which the"
+                            f" {backbone} backbone does not have; use --arch edm2 or --loss edm.")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
@@ -95,8 +128,10 @@ def load_pretrained(args: argparse.Namespace, weights: bool = True) -> Pretraine
 
 def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
                 pretrained: PretrainedDenoiser | None = None) -> EDMPreconditionedUNet2DModel:
-    """The run's denoiser, freshly initialised, from [`run_model_config`]."""
-    return EDMPreconditionedUNet2DModel.from_config(run_model_config(args, dataset, augment_dim, pretrained))
+    """The run's denoiser, freshly initialised, from [`run_model_config`]; its backbone must fit `--loss`."""
+    config = run_model_config(args, dataset, augment_dim, pretrained)
+    check_loss_fits(config, args.loss)
+    return EDMPreconditionedUNet2DModel.from_config(config)
 
 
 def read_model_config(path: str) -> dict:
@@ -176,8 +211,16 @@ def dry_run(args: argparse.Namespace) -> dict:
                          preset.num_classes if conditional else 0, f"the shape of {preset.dataset} (no data given)")
     else:
         data = inspect_dataset(data_config(args))
+    check_preset_resolution(args, data.resolution)
+    if args.vae is not None:  # the latents' shape from the VAE's config; no weights are loaded
+        token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+        channels, resolution = check_vae_fits(read_vae_config(args.vae, args.cache_dir, token), data.resolution,
+                                              data.num_channels, args.vae)
+        data = DatasetShape(resolution, channels, data.num_classes,
+                            f"{data.source_description}, as {channels}x{resolution}x{resolution} latents of {args.vae}")
     augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
     config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False))
+    check_loss_fits(config, args.loss)
     global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
     steps = math.ceil(args.duration_kimg * 1000 / global_batch)
     if args.max_train_steps is not None:

@@ -19,7 +19,15 @@ NATIVE_ARCHITECTURES = {
 """--arch choices of the paper's backbones: (backbone_type, fixed backbone_config) of EDM train.py's DDPM++, NCSN++
 and ADM settings."""
 
-ARCHITECTURES = (*NATIVE_ARCHITECTURES, "unet_2d")
+ARCHITECTURES = (*NATIVE_ARCHITECTURES, "edm2", "unet_2d")
+"""--arch choices: the paper's backbones, EDM2's magnitude-preserving U-Net (`edm2_unet`) and diffusers' UNet2DModel."""
+
+LOSSES = ("edm", "edm2")
+"""--loss choices: EDM's λ(σ)-weighted loss (or the VP/VE baselines' with --precond), EDM2's uncertainty-weighted
+one."""
+
+LR_SCHEDULES = ("edm", "edm2")
+"""--lr_schedule choices: EDM's constant rate after a linear ramp-up, EDM2's inverse square root decay after it."""
 
 TRACKERS = ("tensorboard", "wandb", "all", "none")
 """--report_to choices: accelerate trackers (`all` = every installed one)."""

@@ -1,9 +1,11 @@
 """EDM's training loop on accelerate (Karras et al. 2022, Sec. 5 and Appendix F; the loop semantics of the official
-`training_loop.py`), from one CPU to many GPUs and nodes."""
+`training_loop.py`), from one CPU to many GPUs and nodes; with EDM2's recipe (Karras et al. 2024: its network, loss,
+learning-rate schedule and post-hoc EMA) and latent-space training through a VAE."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import EDMImageDataset, build_dataset
 from ..errors import TrainingError
+from ..pipelines.latents import latent_scale_and_bias, sample_latents
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..preconditioning import EDM_SIGMA_DATA
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
@@ -38,15 +41,24 @@ from .checkpoint import (
 from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
-from .loss import loss_for_model
-from .lr_schedule import edm_learning_rate
+from .latent_data import (
+    attach_latent_statistics,
+    check_vae_fits,
+    encode_dataset,
+    latent_statistics,
+    load_vae,
+    vae_location,
+)
+from .loss import EDM2Loss, loss_for_model
+from .lr_schedule import edm2_learning_rate, edm_learning_rate
 from .model_card import write_model_card
 from .model_config import edm_augment_dim
 from .output_dir import check_output_dir, clear_run_outputs
-from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval
+from .phema import SNAPSHOT_FOLDER, PowerFunctionEMA, check_snapshot_interval, check_std
 from .resume import check_resumed_settings
 from .run_setup import (
     build_model,
+    check_preset_resolution,
     configure_numerics,
     data_config,
     fused_adam,
@@ -173,10 +185,15 @@ class EDMTrainer:
             output_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed, device_specific=True)
         # The first process of each node decodes the data into the cache; the others then reuse it.
-        self.dataset = dataset
         if dataset is None:
             with self.accelerator.local_main_process_first():
-                self.dataset = build_dataset(data_config(args))
+                dataset = build_dataset(data_config(args))
+        if args.vae is None and args.pretrained_model_name_or_path and vae_location(
+                args.pretrained_model_name_or_path)[1] is not None:  # fine-tuning a latent model: its VAE
+            args.vae = args.pretrained_model_name_or_path
+        self.pixels = dataset  # the images (for evaluation and the card); the model trains on `self.dataset`
+        check_preset_resolution(args, dataset.resolution)
+        self.dataset, self.vae = self._latent_dataset() if args.vae else (dataset, None)
         self.augment_pipe = (AugmentPipe.edm_default(args.augment_p, colors=args.augment_colors)
                              if args.augment_p > 0 else None)
         augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
@@ -191,7 +208,9 @@ class EDMTrainer:
             model.to(memory_format=torch.channels_last)
         # Fine-tuning averages from the start, without the EMA ramp-up (EDM's --transfer).
         self.ema = EDMEma(model, args.ema_halflife_kimg, None if pretrained else args.ema_rampup_ratio or None)
-        self.loss_fn = loss_for_model(model, args.p_mean, args.p_std)
+        sigma_data = getattr(model.precond, "sigma_data", EDM_SIGMA_DATA)
+        self.loss_fn = (EDM2Loss(args.p_mean, args.p_std, sigma_data) if args.loss == "edm2"
+                        else loss_for_model(model, args.p_mean, args.p_std))
         configure_numerics(args.exact_numerics)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate,
                                      betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
@@ -207,16 +226,34 @@ class EDMTrainer:
         if args.phema_stds:
             try:
                 check_snapshot_interval(args.phema_every, self.global_batch)
+                if args.phema_export_std is not None:
+                    check_std(args.phema_export_std)
             except ValueError as error:
-                raise TrainingError(str(error)) from None
+                raise TrainingError(f"{error}") from None
             self.phema = PowerFunctionEMA(self.accelerator.unwrap_model(self.model), args.phema_stds)
+        self._export: tuple[int, torch.nn.Module] | None = None  # (step, model) of the post-hoc EMA export
         self._sampled_step = self._saved_step = None
         self._diverged_at: int | None = None  # the first step of the current run of non-finite losses
-        self.evaluator = (TrainingEvaluator(args, self.dataset, self.accelerator, self._append_log)
+        self.evaluator = (TrainingEvaluator(args, self.pixels, self.accelerator, self._append_log)
                           if args.eval_every is not None else None)
         if self.accelerator.is_main_process:  # only once the whole setup worked: a failed start leaves it as it was
             with open(output_dir / "training_config.json", "w", encoding="utf-8") as f:
                 json.dump(public_config(args), f, indent=2)
+
+    def _latent_dataset(self):
+        """`--vae`: the VAE (with its latent statistics in its config) and the training images encoded into latents."""
+        args, accelerator = self.args, self.accelerator
+        if args.augment_p > 0:
+            raise TrainingError(f"--vae {args.vae} trains on latents, which EDM's geometric augmentation would distort:"
+                                " pass --augment_p 0 (and --xflip for mirrored copies).")
+        token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+        vae = load_vae(args.vae, args.cache_dir, token).to(accelerator.device)
+        check_vae_fits(vae.config, self.pixels.resolution, self.pixels.num_channels, args.vae)
+        latents = encode_dataset(self.pixels, vae, args.vae, args.decoded_cache_dir, accelerator)
+        attach_latent_statistics(vae, *latent_statistics(vae, args.vae, latents.raw.info))
+        vae.requires_grad_(False)
+        self._latent_transform = latent_scale_and_bias(vae.config, accelerator.device)
+        return latents, vae
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
@@ -321,20 +358,29 @@ class EDMTrainer:
         """One optimizer step over `gradient_accumulation_steps` batches; returns per-image losses and σ (all
         processes, on the device: nothing here waits for the device) and the number of images."""
         args, accelerator = self.args, self.accelerator
-        lr = edm_learning_rate(self.progress.cur_nimg, args.learning_rate, args.lr_rampup_kimg * 1000)
+        if args.lr_schedule == "edm2":
+            lr = edm2_learning_rate(self.progress.cur_nimg, self.global_batch, args.learning_rate, args.ref_batches,
+                                    args.lr_rampup_kimg * 1000)
+        else:
+            lr = edm_learning_rate(self.progress.cur_nimg, args.learning_rate, args.lr_rampup_kimg * 1000)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses, sigmas = [], []
         for _ in range(args.gradient_accumulation_steps):
             images, labels = next(batches)
             images = images.to(accelerator.device, non_blocking=True)
+            if self.vae is not None:  # a latent drawn from each item's posterior, scaled as EDM2 does
+                images = sample_latents(images, *self._latent_transform)
             if args.random_flip:
                 images = random_flip(images)
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(accelerator.device, non_blocking=True) if self.dataset.num_classes else None
             with accelerator.accumulate(self.model):
-                loss, sigma = self.loss_fn(self._denoise, images, labels, self.augment_pipe)
+                if isinstance(self.loss_fn, EDM2Loss):  # needs the model's uncertainty head, not just D
+                    loss, sigma = self.loss_fn(self.model, images, labels)
+                else:
+                    loss, sigma = self.loss_fn(self._denoise, images, labels, self.augment_pipe)
                 # EDM's objective: sum over pixels, mean over images (accelerate divides by the accumulation steps).
                 accelerator.backward(loss.sum() / images.shape[0])
                 if accelerator.sync_gradients:
@@ -411,13 +457,29 @@ class EDMTrainer:
             f"training diverged and stops without saving. {where}.")
 
     def _pipeline(self) -> EDMPipeline:
-        """The EMA model as a pipeline, with the dataset's class names."""
-        sigma_data = getattr(self.ema.model.precond, "sigma_data", EDM_SIGMA_DATA)  # used for raw networks only
+        """The exported weights ([`_exported_model`]) as a pipeline, with the VAE of a latent run and the dataset's
+        class names."""
+        model = self._exported_model()
+        sigma_data = getattr(model.precond, "sigma_data", EDM_SIGMA_DATA)  # used for raw networks only
+        reference = "edm2" if model.config.backbone_type == "edm2_unet" else "edm"
         class_names = self.dataset.class_names
-        pipe = EDMPipeline(unet=self.ema.model, scheduler=EDMHeunScheduler(sigma_data=sigma_data),
-                           id2label=dict(enumerate(class_names)) if class_names else None)
+        pipe = EDMPipeline(unet=model, scheduler=EDMHeunScheduler(sigma_data=sigma_data, reference_sampler=reference),
+                           vae=self.vae, id2label=dict(enumerate(class_names)) if class_names else None)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _exported_model(self) -> torch.nn.Module:
+        """The weights the pipeline holds: the half-life EMA, or the post-hoc EMA of `--phema_export_std` (a tracked
+        σ_rel exactly, another one combined from the tracked averages; see `PowerFunctionEMA.state_dict_for`)."""
+        std, step = self.args.phema_export_std, self.progress.step
+        if std is None:
+            return self.ema.model
+        if self._export is None or self._export[0] != step:
+            model = self._export[1] if self._export is not None else copy.deepcopy(self.ema.model)
+            model.load_state_dict(self.phema.state_dict_for(self.accelerator.unwrap_model(self.model), std,
+                                                            self.progress.cur_nimg))
+            self._export = (step, model)
+        return self._export[1]
 
     def _sample_grid(self) -> None:
         """Writes samples/grid-<kimg>kimg-step<step>.png and samples.png (the latest): EMA samples, one row per class
@@ -483,17 +545,18 @@ class EDMTrainer:
         """Rewrites the pipeline folder and the model card (main process), and queues their upload; never with EMA
         weights that are not finite (the pipeline of an earlier save stays)."""
         args = self.args
-        if not all(bool(torch.isfinite(parameter).all()) for parameter in self.ema.model.parameters()):
+        pipe = self._pipeline()
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in pipe.unet.parameters()):
             raise TrainingError(f"the EMA weights are not finite at step {self.progress.step}, so the pipeline in"
                                 f" {args.output_dir} was left as it was; resume from an earlier checkpoint with a lower"
                                 f" --learning_rate (now {args.learning_rate:g}).")
-        self._pipeline().save_pretrained(args.output_dir)
+        pipe.save_pretrained(args.output_dir)
         grid = Path(args.output_dir) / "samples.png"
         repo_id = self.publisher.repo_id if self.publisher else (args.hub_model_id or Path(args.output_dir).name)
         write_model_card(
             args.output_dir, repo_id=repo_id, config=public_config(args),
             dataset_description=self.dataset.source_description, hub_dataset=args.dataset_name,
-            resolution=self.dataset.resolution, channels=self.dataset.num_channels,
+            resolution=self.pixels.resolution, channels=self.pixels.num_channels,
             num_classes=self.dataset.num_classes, steps=self.progress.step, kimg=self.progress.cur_nimg / 1000,
             batch_size=self.global_batch, grid_path=grid.name if grid.exists() else None,
             evaluation=self.progress.scores, loss_description=self.loss_fn.description,

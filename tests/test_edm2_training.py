@@ -194,3 +194,30 @@ def test_another_vae_gets_another_cache(vae_folder, tmp_path) -> None:
 
 def test_presets_list_edm2() -> None:
     assert {name for name in PRESETS if name.startswith("edm2-")} == set(FULLSIZE)
+
+
+def test_fine_tuning_a_converted_edm2_model_keeps_its_vae(tmp_path) -> None:
+    """An official-format EDM2 pickle, converted with its VAE, fine-tuned on the digits: every weight is transferred,
+    the VAE and its latent statistics come along, and the result samples through them."""
+    from diffusers_edm.convert_edm_checkpoint import convert_edm_checkpoint
+    from tests.edm2_pickle_writer import write_edm2_snapshot
+    from tests.helpers import edm2_case
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    weights = load_file(edm2_conformance_file("10_edm2_net_latent_cond.weights.safetensors"))
+    pickle_path = write_edm2_snapshot(tmp_path / "net.pkl", edm2_case("10_edm2_net_latent_cond")["config"], weights)
+    convert_edm_checkpoint(pickle_path, tmp_path / "converted", vae=tmp_path / "vae")
+    out = tmp_path / "finetuned"
+    trainer = EDMTrainer(parse_args(["--output_dir", str(out), "--arch", "edm2", "--pretrained_model_name_or_path",
+                                     str(tmp_path / "converted"), "--decoded_cache_dir", str(tmp_path / "cache"),
+                                     "--max_train_steps", "2", "--train_batch_size", "4", "--max_train_samples", "8",
+                                     "--sample_every", "0", "--checkpointing_steps", "0", "--report_to", "none"]))
+    assert trainer.args.vae == str(tmp_path / "converted")
+    before = {k: v.clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+    for key, value in weights.items():  # the float16 weights of the file, all transferred
+        assert torch.equal(before["backbone." + key.removeprefix("unet.")], value.half().float()), key
+    trainer.train()
+    pipe = EDMPipeline.from_pretrained(out)
+    assert pipe.vae.config.latents_mean == [5.81, 3.25, 0.12, -2.15]  # the converted model's latent space
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(seeds=[0], num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 3)

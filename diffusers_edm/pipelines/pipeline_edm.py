@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ class EDMPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         guide_unet: EDMPreconditionedUNet2DModel | None = None,
         vae: AutoencoderKL | None = None,
-        id2label: Mapping[int | str, str] | None = None,
+        id2label: Mapping[Union[int, str], str] | None = None,  # Union: diffusers type-checks loaded values with it
         guidance_scale: float = 1.0,
         guidance_interval: Sequence[float] | None = None,
     ) -> None:

@@ -30,10 +30,14 @@ CARD_TEMPLATE = """---
 
 # {{ model_name }}
 
-An [EDM](https://arxiv.org/abs/2206.00364) diffusion model (Karras et al. 2022, "Elucidating the Design Space of
-Diffusion-Based Generative Models") trained with diffusers-edm on
-{{ dataset_description }}: {{ conditioning }}, {{ resolution }}x{{ resolution }} pixels, {{ channels }} channel(s).
-The weights are the exponential moving average of the training weights.
+{% if edm2 %}An [EDM2](https://arxiv.org/abs/2312.02696) diffusion model (Karras et al. 2024, "Analyzing and Improving
+the Training Dynamics of Diffusion Models"; EDM's framework with a magnitude-preserving network){% else %}An
+[EDM](https://arxiv.org/abs/2206.00364) diffusion model (Karras et al. 2022, "Elucidating the Design Space of
+Diffusion-Based Generative Models"){% endif %} trained with diffusers-edm on
+{{ dataset_description }}: {{ conditioning }}, {{ resolution }}x{{ resolution }} pixels, {{ channels }} channel(s){% if vae %},
+denoised in the latent space of `{{ vae }}` (the pipeline's `vae` decodes the samples){% endif %}.
+{% if phema_export_std %}The weights are the post-hoc EMA with σ_rel {{ phema_export_std }} (EDM2's power-function
+average of the training weights).{% else %}The weights are the exponential moving average of the training weights.{% endif %}
 
 {% if grid_path %}![Samples]({{ grid_path }})
 
@@ -69,8 +73,10 @@ trust_remote_code=True)` also works once it is installed: the repository's `pipe
 {% endif %}Trained for {{ kimg }} thousand images ({{ steps }} optimizer steps of {{ batch_size }} images) with
 {{ loss_description }},
 {% if augment_p > 0 %}non-leaky augmentation (p = {{ augment_p }}, the network is conditioned on the augment labels,
-zero at sampling){% else %}no augmentation{% endif %}, Adam (lr {{ learning_rate }}, ramp-up {{ lr_rampup_kimg }} kimg)
-and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.
+zero at sampling){% else %}no augmentation{% endif %}, Adam (lr {{ learning_rate }}, ramp-up {{ lr_rampup_kimg }}
+kimg{% if lr_schedule == "edm2" %}, then EDM2's decay as 1/√(steps / {{ ref_batches }}){% endif %})
+{% if phema_export_std %}and post-hoc EMAs (σ_rel {{ phema_stds }} tracked; the weights are σ_rel {{ phema_export_std }}).
+{% else %}and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.{% endif %}
 
 | setting | value |
 |---|---|
@@ -95,8 +101,10 @@ CARD_SETTINGS = {
     "attn_resolutions": "attention resolutions", "dropout": "dropout", "label_dropout": "label dropout",
     "model_config": "model config", "pretrained_model_name_or_path": "fine-tuned from", "precond": "preconditioning",
     "sigma_data": "σ_data", "p_mean": "P_mean", "p_std": "P_std", "augment_p": "augmentation probability",
-    "duration_kimg": "duration (kimg)", "learning_rate": "learning rate", "lr_rampup_kimg": "lr ramp-up (kimg)",
-    "ema_halflife_kimg": "EMA half-life (kimg)", "phema_stds": "post-hoc EMA σ_rel",
+    "vae": "VAE (latent space)", "loss": "loss", "duration_kimg": "duration (kimg)", "learning_rate": "learning rate",
+    "lr_schedule": "lr schedule", "ref_batches": "lr decay after (steps)", "lr_rampup_kimg": "lr ramp-up (kimg)",
+    "adam_beta2": "Adam β₂", "ema_halflife_kimg": "EMA half-life (kimg)", "phema_stds": "post-hoc EMA σ_rel",
+    "phema_export_std": "exported post-hoc EMA σ_rel",
     "mixed_precision": "mixed precision", "seed": "seed",
 }
 """The training settings the card shows, by argument name, with their labels: what a reader needs to understand and
@@ -120,7 +128,7 @@ def _public_value(key: str, value: object) -> str:
     """A setting as shown in the card: paths by their file or folder name, URLs and everything else as they are."""
     if not isinstance(value, str) or "://" in value:
         return str(value)
-    hub_or_path = key in ("dataset_name", "pretrained_model_name_or_path")
+    hub_or_path = key in ("dataset_name", "pretrained_model_name_or_path", "vae")
     if key in PATH_KEYS or _is_absolute(value) or (hub_or_path and _is_local_path(value)):
         return _file_name(value)
     return value
@@ -219,7 +227,9 @@ def write_model_card(
         detector=_short_name(evaluation.detector) if evaluation else None,
         loss_description=loss_description,
         base_model=hub_base_model or (_file_name(base_model) if base_model else None),
-        **{key: config[key] for key in ("augment_p", "learning_rate", "lr_rampup_kimg", "ema_halflife_kimg")},
+        edm2=config.get("arch") == "edm2", vae=_public_value("vae", config["vae"]) if config.get("vae") else None,
+        **{key: config.get(key) for key in ("augment_p", "learning_rate", "lr_rampup_kimg", "ema_halflife_kimg",
+                                            "lr_schedule", "ref_batches", "phema_stds", "phema_export_std")},
     )
     path = Path(output_dir) / "README.md"
     text = merge_model_card(_read_text(path), card.content)

@@ -29,7 +29,7 @@ echo $(( $(date +%s) - start )) > "$out/train_seconds"
 
 model=$out
 if [ "$recipe" = edm2 ]; then
-    stds=0.05,0.075,0.10,0.125,0.15,0.20
+    stds=0.05,0.075,0.10,0.15
     python -m diffusers_edm.reconstruct_phema --run "$out" --std "$stds" --out "$out/phema-sweep" --overwrite
     best="" best_fd=""
     for std in ${stds//,/ }; do

@@ -34,11 +34,12 @@ CARD_TEMPLATE = """---
 the Training Dynamics of Diffusion Models"; EDM's framework with a magnitude-preserving network){% else %}An
 [EDM](https://arxiv.org/abs/2206.00364) diffusion model (Karras et al. 2022, "Elucidating the Design Space of
 Diffusion-Based Generative Models"){% endif %} trained with diffusers-edm on
-{{ dataset_description }}: {{ conditioning }}, {{ resolution }}x{{ resolution }} pixels, {{ channels }} channel(s){% if vae %},
-denoised in the latent space of `{{ vae }}` (the pipeline's `vae` decodes the samples){% endif %}.
+{{ dataset_description }}: {{ conditioning }}, {{ resolution }}x{{ resolution }} pixels, {{ channels }} channel(s)
+{%- if vae %}, denoised in the latent space of `{{ vae }}` (the pipeline's `vae` decodes the samples){% endif %}.
 {% if phema_export_std %}The weights are the post-hoc EMA with σ_rel {{ phema_export_std }} (EDM2's power-function
-average of the training weights).{% else %}The weights are the exponential moving average of the training weights.{% endif %}
-
+average of the training weights).
+{% else %}The weights are the exponential moving average of the training weights.
+{% endif %}
 {% if grid_path %}![Samples]({{ grid_path }})
 
 *EMA samples after {{ kimg }} kimg ({{ steps }} steps){% if conditional %}, one row per class{% endif %}.*
@@ -75,7 +76,8 @@ trust_remote_code=True)` also works once it is installed: the repository's `pipe
 {% if augment_p > 0 %}non-leaky augmentation (p = {{ augment_p }}, the network is conditioned on the augment labels,
 zero at sampling){% else %}no augmentation{% endif %}, Adam (lr {{ learning_rate }}, ramp-up {{ lr_rampup_kimg }}
 kimg{% if lr_schedule == "edm2" %}, then EDM2's decay as 1/√(steps / {{ ref_batches }}){% endif %})
-{% if phema_export_std %}and post-hoc EMAs (σ_rel {{ phema_stds }} tracked; the weights are σ_rel {{ phema_export_std }}).
+{% if phema_export_std %}and post-hoc EMAs (σ_rel {{ phema_stds }} tracked; the weights are σ_rel
+{{ phema_export_std }}).
 {% else %}and an EMA with a half-life of {{ ema_halflife_kimg }} kimg.{% endif %}
 
 | setting | value |

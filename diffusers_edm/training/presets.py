@@ -192,7 +192,7 @@ def _build_edm2(name: str) -> Preset:
 
 
 EDM2_RECIPE: dict[str, object] = dict(
-    loss="edm2", lr_schedule="edm2", learning_rate=0.01, ref_batches=2000, lr_rampup_kimg=10.0, adam_beta2=0.99,
+    loss="edm2", lr_schedule="edm2", learning_rate=0.01, ref_batches=800, lr_rampup_kimg=10.0, adam_beta2=0.99,
     augment_p=0.0, dropout=0.0, p_mean=-0.8, p_std=1.6, phema_stds=[0.05, 0.10], phema_export_std=0.10,
 )
 """Defaults that `--arch edm2` brings (EDM2's recipe: its loss and lr schedule, Adam β₂ 0.99, no augmentation or

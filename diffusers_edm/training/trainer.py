@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from diffusers.models import AutoencoderKL
 from tqdm.auto import tqdm
 
 from ..data import EDMImageDataset, build_dataset
@@ -42,6 +43,7 @@ from .ema import EDMEma
 from .evaluation import EvaluationScores, TrainingEvaluator
 from .hub import COMMAND_LINE_TOKEN_WARNING, HubPublisher, read_token_file
 from .latent_data import (
+    LatentDataset,
     attach_latent_statistics,
     check_vae_fits,
     encode_dataset,
@@ -229,7 +231,7 @@ class EDMTrainer:
                 if args.phema_export_std is not None:
                     check_std(args.phema_export_std)
             except ValueError as error:
-                raise TrainingError(f"{error}") from None
+                raise TrainingError(str(error)) from None
             self.phema = PowerFunctionEMA(self.accelerator.unwrap_model(self.model), args.phema_stds)
         self._export: tuple[int, torch.nn.Module] | None = None  # (step, model) of the post-hoc EMA export
         self._sampled_step = self._saved_step = None
@@ -240,8 +242,9 @@ class EDMTrainer:
             with open(output_dir / "training_config.json", "w", encoding="utf-8") as f:
                 json.dump(public_config(args), f, indent=2)
 
-    def _latent_dataset(self):
-        """`--vae`: the VAE (with its latent statistics in its config) and the training images encoded into latents."""
+    def _latent_dataset(self) -> tuple[LatentDataset, AutoencoderKL]:
+        """`--vae`: the training images encoded into latents, and the VAE (with the latent statistics in its
+        config)."""
         args, accelerator = self.args, self.accelerator
         if args.augment_p > 0:
             raise TrainingError(f"--vae {args.vae} trains on latents, which EDM's geometric augmentation would distort:"

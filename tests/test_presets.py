@@ -54,8 +54,13 @@ EXPECTED = {
 DATASETS = {"cifar10": (32, 3, 10), "ffhq64": (64, 3, 0), "afhqv2-64": (64, 3, 0), "imagenet64": (64, 3, 1000)}
 
 
+EDM2_NAMES = [f"edm2-img512-{size}" for size in ("xxs", "xs", "s", "m", "l", "xl", "xxl")] + [
+    f"edm2-img64-{size}" for size in ("xs", "s", "m", "l", "xl")
+]  # their settings are checked against the official vectors in test_edm2_training.py
+
+
 def test_the_preset_names():
-    assert list(PRESETS) == list(EXPECTED)
+    assert list(PRESETS) == list(EXPECTED) + EDM2_NAMES
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

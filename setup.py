@@ -23,6 +23,7 @@ setup(
             "edm-fid = diffusers_edm.commands.fid:cli",
             "edm-convert = diffusers_edm.commands.convert:cli",
             "edm-phema = diffusers_edm.commands.reconstruct_phema:cli",
+            "edm-tune = diffusers_edm.commands.tune_sampler:cli",
         ],
     },
     python_requires=">=3.10",
@@ -40,9 +41,11 @@ setup(
         "scikit-learn>=1.3",
         "scipy>=1.10",
         "tqdm",
+        "optuna>=4.0",
+        "matplotlib",
     ],
     extras_require={
-        "test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "wandb": ["wandb"], "benchmarks": ["matplotlib"],
+        "test": TEST_REQUIRES, "tensorboard": ["tensorboard"], "wandb": ["wandb"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

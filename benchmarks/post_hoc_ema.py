@@ -4,7 +4,7 @@ next to the half-life EMA that the same run used (docs/post_hoc_ema.md).
 
     accelerate launch --cpu --num_processes 1 train_edm.py --output_dir outputs/digits-phema --phema_stds 0.05,0.10
     python benchmarks/post_hoc_ema.py sweep --run outputs/digits-phema --out docs/results/post_hoc_ema.json
-    python benchmarks/post_hoc_ema.py plot --results docs/results/post_hoc_ema.json --out docs/images  # .[benchmarks]
+    python benchmarks/post_hoc_ema.py plot --results docs/results/post_hoc_ema.json --out docs/images
 
 Every point samples the same 1000 seeds (100 per class, 18 Heun steps = 35 model evaluations) and scores them with
 the project's digits feature network against all real digits, as `benchmarks/sampling_quality.py` does; the same seeds

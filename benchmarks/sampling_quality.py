@@ -8,7 +8,7 @@ project's digits feature network (`--detector digits` of `python -m diffusers_ed
     python benchmarks/sampling_quality.py autoguidance --model outputs/digits-320kimg --guide outputs/digits-guide \\
         --out docs/results/autoguidance.json
     python benchmarks/sampling_quality.py cfg --model outputs/digits-cfg --weights 1.2 --out docs/results/cfg-w1.2.json
-    python benchmarks/sampling_quality.py plot --results docs/results --out docs/images   # pip install -e .[benchmarks]
+    python benchmarks/sampling_quality.py plot --results docs/results --out docs/images
 
 `nfe` compares EDM's Heun sampler (the paper's) with diffusers' `EDMEulerScheduler` and
 `EDMDPMSolverMultistepScheduler` (DPM-Solver++ 2M) inside `EDMPipeline` (the paper's Fig. 2 in miniature); `cfg` and

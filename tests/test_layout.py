@@ -30,14 +30,14 @@ LAYERS = [
     {"models", "schedulers"},
     {"pipelines", "data"},
     {"evaluation", "conversion"},
-    {"training"},
+    {"training", "tuning"},
     {"commands"},
-    {"acceleration", "generate", "fid", "reconstruct_phema", "convert_edm_checkpoint", "__init__"},
+    {"acceleration", "generate", "fid", "reconstruct_phema", "convert_edm_checkpoint", "tune_sampler", "__init__"},
 ]
 """The packages and top-level modules of `diffusers_edm`, lowest first: a module may import the modules of its own
 package and of lower layers only."""
 
-CONSOLE_SCRIPTS = ("edm-train", "edm-generate", "edm-fid", "edm-convert", "edm-phema")
+CONSOLE_SCRIPTS = ("edm-train", "edm-generate", "edm-fid", "edm-convert", "edm-phema", "edm-tune")
 
 
 def _layer(part: str) -> int:

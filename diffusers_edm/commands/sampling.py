@@ -12,7 +12,8 @@ checkpoint converter):
 * `--disc`, `--schedule` or `--scaling` switch to the paper's ablation sampler ([`EDMAblationScheduler`]), as they
   switch the official script to `ablation_sampler`; see [`build_scheduler`].
 * Step count N: `--steps`, else the preset's, else `num_inference_steps` from the model's `sampler_settings.json`
-  (written by the converter), else 18 (the official default).
+  (written by the converter), else the pipeline's saved `num_inference_steps` (written by the sampler tuner), else 18
+  (the official default).
 * Guidance: `--guidance_scale`, `--guidance_interval` and `--guide` (an autoguidance guide, replacing one saved with
   the model), else what the pipeline was saved with (a converted or trained model may store its guide and weight).
 """
@@ -36,7 +37,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..errors import EDMInputError, one_line
 from ..models.unet_edm import EDMPreconditionedUNet2DModel
 from ..pipelines.fast_sampling import COMPILE_MODES, DTYPES, FastSampling, accelerate_pipeline, resolve_fast_settings
-from ..pipelines.pipeline_edm import EDMPipeline
+from ..pipelines.pipeline_edm import DEFAULT_NUM_INFERENCE_STEPS, EDMPipeline
 from ..pipelines.saved_folders import (
     MODEL_HINT,
     check_model_folder,
@@ -56,10 +57,6 @@ from ..sampler_presets import (
 from ..schedulers.scheduling_edm_ablation import DISCRETIZATIONS, SCALINGS, SCHEDULES, EDMAblationScheduler
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from .common import finite_float, positive_int, sigma_interval
-
-DEFAULT_STEPS = 18
-"""Sampler steps N without `--steps`, `--preset` or a `sampler_settings.json` next to the model (the official
-default)."""
 
 _SCHEDULE_FLAGS = ("sigma_min", "sigma_max", "rho")
 """Flags of the σ schedule, which every EDM-family scheduler has."""
@@ -92,7 +89,8 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                          " Heun's quality at about half the evaluations on the digits)")
     sampler.add_argument("--steps", type=positive_int, default=None,
                          help="sampler steps N (default: the preset's, else num_inference_steps from the model's"
-                         f" {SAMPLER_SETTINGS_FILE} written by the converter, else {DEFAULT_STEPS})")
+                         f" {SAMPLER_SETTINGS_FILE} written by the converter, else the pipeline's saved"
+                         f" num_inference_steps, else {DEFAULT_NUM_INFERENCE_STEPS})")
     sampler.add_argument("--churn", "--S_churn", dest="s_churn", type=float, default=None,
                          help="S_churn, total stochasticity (0: deterministic; heun only)")
     sampler.add_argument("--s_tmin", "--S_min", dest="s_tmin", type=float, default=None,
@@ -215,7 +213,7 @@ def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device
     """
     check_model_argument(args.model, "--model")
     with state.main_process_first():  # the main process downloads a Hub model first; the others then read its cache
-        pipe = _load_pipeline(args.model)
+        pipe = load_pipeline(args.model)
         guide = None if args.guide is None else load_denoiser(args.guide, "--guide")
         needs_saved_steps = args.steps is None and args.preset is None
         settings_file = sampler_settings_file(args.model) if needs_saved_steps else None
@@ -241,7 +239,7 @@ def load_sampling_pipeline(args: argparse.Namespace, state: PartialState, device
         fast_sampling = apply_fast_paths(pipe, args, device)
     except ValueError as error:  # a fast path the device cannot run
         raise EDMInputError(one_line(error)) from None
-    steps, steps_source = resolve_num_inference_steps(args, saved_steps)
+    steps, steps_source = resolve_num_inference_steps(args, saved_steps, pipe.config.get("num_inference_steps"))
     return SamplingSetup(pipe, steps, steps_source, overrides, class_label, guidance_scale,
                          None if guidance_interval is None else tuple(guidance_interval), fast_sampling)
 
@@ -362,11 +360,13 @@ def scheduler_overrides(args: argparse.Namespace, config: Mapping[str, Any], edm
     return {key: value for key, value in settings.items() if key not in config or config[key] != value}
 
 
-def resolve_num_inference_steps(args: argparse.Namespace, saved_steps: int | None = None) -> tuple[int, str]:
+def resolve_num_inference_steps(
+    args: argparse.Namespace, saved_steps: int | None = None, pipeline_steps: int | None = None
+) -> tuple[int, str]:
     """
     Sampler steps N and where they come from, in this order of precedence: `--steps`, the `--preset`'s,
-    `saved_steps` (from the model's `sampler_settings.json`, see [`sampler_settings_file`]), 18 (the official
-    default).
+    `saved_steps` (from the model's `sampler_settings.json`, see [`sampler_settings_file`]), `pipeline_steps` (the
+    pipeline config's `num_inference_steps`, e.g. saved by the sampler tuner), 18 (the official default).
     """
     if args.steps is not None:
         return args.steps, "--steps"
@@ -374,7 +374,9 @@ def resolve_num_inference_steps(args: argparse.Namespace, saved_steps: int | Non
         return get_any_preset(args.preset).num_inference_steps, f"--preset {args.preset}"
     if saved_steps is not None:
         return saved_steps, f"the model's {SAMPLER_SETTINGS_FILE}"
-    return DEFAULT_STEPS, "the default"
+    if pipeline_steps is not None:
+        return pipeline_steps, "the pipeline's saved num_inference_steps"
+    return DEFAULT_NUM_INFERENCE_STEPS, "the default"
 
 
 def sampler_settings_file(model: str) -> Path | None:
@@ -432,7 +434,7 @@ def check_model_argument(model: str, flag: str) -> None:
         raise EDMInputError(f"{flag} {model} does not exist (and is not a Hugging Face Hub id). {MODEL_HINT}") from None
 
 
-def _load_pipeline(model: str) -> EDMPipeline:
+def load_pipeline(model: str) -> EDMPipeline:
     """The pipeline of `--model`, loaded without diffusers' progress bar (the tool's output is its own)."""
     try:
         return load_pipeline_quietly(model)

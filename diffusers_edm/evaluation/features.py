@@ -57,6 +57,7 @@ def compute_statistics(
     num_workers: int = 0,
     expected_features: int | None = None,
     description: str = "Features",
+    progress_bar: bool = True,
 ) -> FeatureStatistics:
     """
     Feature statistics of the items 0 … `num_items` − 1, summed over all processes of `state`.
@@ -73,6 +74,7 @@ def compute_statistics(
         expected_features (`int`, *optional*): feature width the detector must produce (that of the reference
             statistics); checked on the first batch.
         description (`str`): label of the progress bar.
+        progress_bar (`bool`, defaults to `True`): show it (on the main process).
 
     Raises:
         DetectorError: the detector fails on the images or produces another feature width than `expected_features`.
@@ -98,7 +100,7 @@ def compute_statistics(
                 statistics = FeatureStatistics(features.shape[1], device)
                 # Shown once the first batch went through, so that a bad input ends in its message alone.
                 progress = tqdm(total=num_items, unit="img", desc=description, dynamic_ncols=True,
-                                disable=state is not None and not state.is_main_process)
+                                disable=not progress_bar or (state is not None and not state.is_main_process))
             statistics.update(features)
             progress.update(min(len(images) * world_size, num_items - progress.n))
     except EvaluationError as error:

@@ -71,6 +71,14 @@ class FeatureStatistics:
         self._outer.add(features.T @ features)
         self.count += features.shape[0]
 
+    def absorb(self, other: FeatureStatistics) -> None:
+        """Adds the sums of `other` (of other images, with the same width) to these, with their rounding errors."""
+        if other.num_features != self.num_features:
+            raise ValueError(f"cannot add statistics of {other.num_features} features to {self.num_features}.")
+        self._sum.add(other._sum.high, other._sum.low)
+        self._outer.add(other._outer.high, other._outer.low)
+        self.count += other.count
+
     def merge(self) -> None:
         """Sums the statistics of all processes of the current `torch.distributed` group into every process (a no-op
         in a single process). The running sums are gathered and added in rank order with their rounding errors, so

@@ -36,6 +36,10 @@ DENOISER_INTERFACE = ("sigma_min", "sigma_max", "round_sigma")
 """What the pipeline uses of its denoisers besides `forward` and `config`: the σ range and `round_sigma` of their
 preconditioning (see [`EDMPreconditionedUNet2DModel`])."""
 
+DEFAULT_NUM_INFERENCE_STEPS = 18
+"""Sampler steps N of a call that gives none, for a pipeline saved without `num_inference_steps` (the official
+default: 35 evaluations with EDM's Heun sampler)."""
+
 MAX_GUIDANCE_SCALE = 100.0
 """Largest guidance weight accepted: far beyond any useful one (the papers use w ≤ 10), and small enough that the
 guided D = D_guide + w (D − D_guide) cannot overflow float32."""
@@ -69,6 +73,7 @@ class EDMPipeline(DiffusionPipeline):
             be separated by commas, as in diffusers' DiT pipeline); `class_labels` then also takes names.
         guidance_scale (`float`, defaults to 1.0): the guidance weight w of a call that gives none (1: no guidance).
         guidance_interval (`tuple[float, float]`, *optional*): the guidance interval of a call that gives none.
+        num_inference_steps (`int`, *optional*): the sampler steps N of a call that gives none (default 18).
 
     Schedulers. `pipe.scheduler = X.from_config(pipe.scheduler.config)` swaps in any of these; the pipeline evaluates
     D at the noise level σ the scheduler holds for each evaluation (`scheduler.sigmas[i]`, read before sampling) and
@@ -117,6 +122,7 @@ class EDMPipeline(DiffusionPipeline):
         id2label: Mapping[Union[int, str], str] | None = None,  # Union: diffusers type-checks loaded values with it
         guidance_scale: float = 1.0,
         guidance_interval: Sequence[float] | None = None,
+        num_inference_steps: int | None = None,
     ) -> None:
         super().__init__()
         _check_denoiser(unet, "unet")
@@ -128,13 +134,23 @@ class EDMPipeline(DiffusionPipeline):
         _check_guidance_scale(guidance_scale)
         guidance_interval = None if guidance_interval is None else list(_check_interval(guidance_interval))
         id2label = None if id2label is None else {str(int(key)): str(name) for key, name in id2label.items()}
+        if num_inference_steps is not None:
+            num_inference_steps = check_num_inference_steps(num_inference_steps)
         self.register_to_config(id2label=id2label, guidance_scale=float(guidance_scale),
-                                guidance_interval=guidance_interval)
+                                guidance_interval=guidance_interval, num_inference_steps=num_inference_steps)
         self.labels = _label_ids(id2label)
         self._interrupt = False
         self._num_timesteps = None
         self._cuda_graph_steps = False  # the denoisers replay CUDA graphs (set by `enable_fast_sampling`)
         self._fast_sampling = None
+
+    @property
+    def guidable(self) -> bool:
+        """Whether guidance can help: the pipeline holds a `guide_unet` (autoguidance), or its unet is
+        class-conditional and was trained with label dropout (classifier-free guidance)."""
+        if self.guide_unet is not None:
+            return True
+        return bool(self.unet.config.num_class_labels) and _trained_label_dropout(self.unet.config) > 0
 
     @property
     def vae_scale_factor(self) -> int:
@@ -312,7 +328,7 @@ class EDMPipeline(DiffusionPipeline):
         self,
         batch_size: int = 1,
         class_labels: int | str | list[int | str] | torch.Tensor | None = None,
-        num_inference_steps: int = 18,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -333,8 +349,9 @@ class EDMPipeline(DiffusionPipeline):
                 class for all images or one per image, as indices or names (see `id2label`), or label vectors
                 (batch_size, num_classes), e.g. one-hot rows (integer rows are converted to float32). `None` draws
                 them uniformly with `generator` (after the initial noise, per image when `generator` is a list).
-            num_inference_steps (`int`, defaults to 18): sampler steps N; EDM's Heun sampler evaluates the model
-                2N − 1 times. 18 steps (35 evaluations) is the paper's CIFAR-10 setting.
+            num_inference_steps (`int`, *optional*): sampler steps N; EDM's Heun sampler evaluates the model 2N − 1
+                times. Default: the pipeline's `num_inference_steps` (saved e.g. by the sampler tuner), else 18 (35
+                evaluations, the paper's CIFAR-10 setting).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): random source; a list gives one
                 generator per image, making each image independent of the batch it is in.
             latents (`torch.Tensor`, *optional*): unscaled N(0, I) initial noise (batch_size, C, H, W), floating point
@@ -391,6 +408,8 @@ class EDMPipeline(DiffusionPipeline):
         if seeds is not None:
             generator = [torch.Generator(device).manual_seed(int(seed) % 2**32) for seed in seeds]
         state_dtype = self._state_dtype(family, device)
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("num_inference_steps") or DEFAULT_NUM_INFERENCE_STEPS
         self._set_timesteps(family, num_inference_steps, sigmas, device)
         timesteps = self.scheduler.timesteps
         evaluation_sigmas = self.scheduler.sigmas[: len(timesteps)].detach().cpu()

@@ -183,43 +183,50 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
         out.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     record = {"model": args.model, "ref": str(args.ref), "detector": args.detector, "num": args.num,
-              "prune_at": prune_at, "families": list(args.families), "stochastic": args.stochastic, "guide": args.guide,
-              "class_label": class_label, "guidable": pipe.guidable}
+              "prune_at": prune_at, "families": list(args.families), "stochastic": args.stochastic,
+              "guide": args.guide, "class_label": class_label, "guidable": pipe.guidable}
+    command = f"{PROG} {shlex.join(argv)}"
     results = []
     for nfe, families in contexts.items():
-        context = SearchContext(nfe, families, guidable=pipe.guidable, stochastic=args.stochastic)
-        compared = {"paper": paper_settings(nfe)}
+        baselines = {"paper": paper_settings(nfe)}
         if current_name is not None:
-            compared["current"] = current_settings(current_name, scorer.base_config, nfe, *current_guidance)
+            baselines["current"] = current_settings(current_name, scorer.base_config, nfe, *current_guidance)
+        context = SearchContext(nfe, families, guidable=pipe.guidable, stochastic=args.stochastic)
         study = open_study(out / JOURNAL, f"nfe-{nfe}", {**record, "nfe": nfe}, args.study_seed) \
             if state.is_main_process else None
-        run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state,
-                   starts=[compared["paper"], *([compared["current"]] if "current" in compared else [])])
-        best = [_best_or_error(study)]
-        broadcast_object_list(best)
-        if isinstance(best[0], str):
-            raise EDMInputError(best[0])
-        compared = {"tuned": SamplerSettings.from_dict(best[0]["settings"]), **compared}
-        result = BudgetResult(nfe, compared, best[0]["value"])
-        for name in COMPARED:
-            if name in compared:
-                result.validation[name] = [scorer.score(compared[name], seeds) for seeds in validation_seeds]
+        run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=list(baselines.values()))
+        result = _validate(study, scorer, nfe, baselines, validation_seeds)
         if state.is_main_process:
             result.trials, result.importance = trial_records(study), setting_importance(study)
-            scorer.apply(compared["tuned"])
-            card = model_card(result, args.model, metric, f"{PROG} {shlex.join(argv)}", args.num,
+            tuned = result.settings["tuned"]
+            scorer.apply(tuned)
+            card = model_card(result, args.model, metric, command, args.num,
                               [f"seeds {s[0]}-{s[-1]}" for s in validation_seeds])
-            save_tuned_pipeline(pipe, compared["tuned"], out / f"nfe-{nfe}", card)
+            save_tuned_pipeline(pipe, tuned, out / f"nfe-{nfe}", card)
             print(f"{nfe} NFE: " + "; ".join(f"{name} {metric} {result.summary(name)}" for name in COMPARED
-                                              if name in result.validation))
-            print(f"  tuned: {compared['tuned'].describe()}")
+                                              if name in result.validation) + f"\n  tuned: {tuned.describe()}")
         results.append(result)
     if state.is_main_process:
-        write_record(out, results, {**record, "metric": metric, "command": f"{PROG} {shlex.join(argv)}",
+        write_record(out, results, {**record, "metric": metric, "command": command,
                                     "tuning_seeds": f"0-{args.num - 1}",
                                     "validation_seeds": [f"{s[0]}-{s[-1]}" for s in validation_seeds]})
         write_plots(out, results, metric)
     return results
+
+
+def _validate(study, scorer: SettingsScorer, nfe: int, baselines: dict[str, SamplerSettings],
+              validation_seeds: list[list[int]]) -> BudgetResult:
+    """The study's best settings (broadcast from the main process) and the baselines, scored on every validation
+    set."""
+    best = [_best_or_error(study)]
+    broadcast_object_list(best)
+    if isinstance(best[0], str):
+        raise EDMInputError(best[0])
+    result = BudgetResult(nfe, {"tuned": SamplerSettings.from_dict(best[0]["settings"]), **baselines}, best[0]["value"])
+    for name in COMPARED:
+        if name in result.settings:
+            result.validation[name] = [scorer.score(result.settings[name], seeds) for seeds in validation_seeds]
+    return result
 
 
 def _load_model(args: argparse.Namespace, state) -> EDMPipeline:

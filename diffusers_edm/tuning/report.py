@@ -50,7 +50,7 @@ class BudgetResult:
     importance: dict[str, float] = field(default_factory=dict)
 
     def summary(self, name: str) -> str:
-        """"mean ± standard deviation over the seed sets" of a compared setting."""
+        """The distances of a compared setting on the validation sets as "mean ± standard deviation"."""
         values = self.validation[name]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.4g} ± {spread:.2g}"
@@ -121,7 +121,7 @@ Tuned: {result.settings["tuned"].describe()} ({metric} {result.tuning_value:.4g}
 {metric} on the validation seeds ({", ".join(validation_sets)}; mean ± standard deviation over the seed sets), which
 the search never saw:
 
-| settings | | {metric} |
+| | settings | {metric} |
 |---|---|---|
 {rows}
 

@@ -30,7 +30,8 @@ LAYERS = [
     {"models", "schedulers"},
     {"pipelines", "data"},
     {"evaluation", "conversion"},
-    {"training", "tuning"},
+    {"training"},
+    {"tuning"},
     {"commands"},
     {"acceleration", "generate", "fid", "reconstruct_phema", "convert_edm_checkpoint", "tune_sampler", "__init__"},
 ]

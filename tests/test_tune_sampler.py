@@ -270,3 +270,32 @@ def test_statistics_of_two_image_sets_absorbed_equal_those_of_the_union():
     for combined, expected in zip(first.mean_and_covariance(), whole.mean_and_covariance()):
         np.testing.assert_array_equal(combined, expected)
     np.testing.assert_allclose(whole.mean_and_covariance()[1], np.cov(features.numpy(), rowvar=False), rtol=1e-12)
+
+
+def test_a_run_with_post_hoc_ema_snapshots_has_its_ema_length_tuned(tmp_path):
+    """For a training run with snapshots, σ_rel is searched; the tuned folder holds the reconstruction of the tuned
+    σ_rel (the same weights `reconstruct_phema` writes), and "current" keeps the weights the run saved."""
+    from diffusers_edm.commands.reconstruct_phema import main as reconstruct_main
+    from diffusers_edm.commands.train import parse_args
+    from diffusers_edm.training.trainer import EDMTrainer
+
+    run = tmp_path / "run"
+    EDMTrainer(parse_args(["--output_dir", str(run), "--max_train_steps", "20", "--train_batch_size", "100",
+                           "--checkpointing_steps", "0", "--sample_every", "0", "--phema_stds", "0.05,0.10",
+                           "--phema_every", "1kimg", "--model_channels", "4", "--channel_mult", "1,2",
+                           "--attn_resolutions", "8"])).train()
+    detector = tmp_path / "pixels.pt"
+    torch.jit.save(torch.jit.script(PixelDetector().eval()), str(detector))
+    np.savez(tmp_path / "ref.npz", mu=np.full(256, 100.0), sigma=np.eye(256) * 900)
+    out = tmp_path / "tuned"
+    (result,) = main(["--model", str(run), "--ref", str(tmp_path / "ref.npz"), "--detector", str(detector), "--nfe",
+                      "3", "--num", "16", "--trials", "4", "--prune_at", "0", "--validation_sets", "1", "--out",
+                      str(out), "--device", "cpu"])
+    trials = json.loads((out / "tuning.json").read_text())["budgets"][0]["trials"]
+    assert all(0.03 <= t["settings"]["std"] <= 0.25 for t in trials) and len({t["settings"]["std"] for t in trials}) > 1
+    tuned = result.settings["tuned"]
+    assert result.settings["current"].std is None
+    reconstruct_main(["--run", str(run), "--std", f"{tuned.std:.3f}", "--out", str(tmp_path / "recon")])
+    expected = EDMPipeline.from_pretrained(tmp_path / "recon").unet.state_dict()
+    for name, value in EDMPipeline.from_pretrained(out / "nfe-3").unet.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)

@@ -7,8 +7,9 @@ FD-DINOv2, FD_digits) under a budget of network evaluations per image, found wit
     accelerate launch -m diffusers_edm.tune_sampler --model ... --ref ... --nfe 35 --num 10000 --out tuned
 
 Per budget it searches the scheduler family (EDM's Heun, Euler, DPM-Solver++ 2M, each with the steps that fit the
-budget), ρ, σ_min, σ_max, Heun's churn, and, for a model that can be guided (a guide saved with it or `--guide`, or a
-conditional model trained with label dropout), the guidance weight and interval. A trial scores the images of the
+budget), ρ, σ_min, σ_max, Heun's churn, for a model that can be guided (a guide saved with it or `--guide`, or a
+conditional model trained with label dropout) the guidance weight and interval, and for a training run that stored
+post-hoc EMA snapshots (`train_edm.py --phema_stds`) the σ_rel of its EMA. A trial scores the images of the
 tuning seeds 0 … num − 1; one worse than the median after `--prune_at` images stops there. The best settings, the
 model's own and the paper's (Heun, ρ = 7 on [0.002, 80]) are then scored on validation seed sets the search never saw
 (num … 2·num − 1, and so on).
@@ -36,6 +37,7 @@ from ..evaluation.statistics import FD_METHODS
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..pipelines.scheduler_families import SCHEDULERS_BY_NAME
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
+from ..tuning.posthoc import PosthocWeights, has_snapshots
 from ..tuning.report import (
     COMPARED,
     BudgetResult,
@@ -177,21 +179,23 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
     class_label = resolve_class_label(args.class_label, pipe)
     current_name = saved_scheduler_name(pipe)
     current_guidance = (pipe.config.guidance_scale, pipe.config.guidance_interval)
-    scorer = SettingsScorer(pipe, detector, reference, state, args.batch, class_label, args.fd_method)
+    weights = PosthocWeights(Path(args.model), pipe.unet) if has_snapshots(args.model) else None
+    scorer = SettingsScorer(pipe, detector, reference, state, args.batch, class_label, args.fd_method, weights)
     scorer.statistics(paper_settings(3), tuning_seeds[:2])  # a detector that does not fit the reference fails here
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     record = {"model": args.model, "ref": str(args.ref), "detector": args.detector, "num": args.num,
               "prune_at": prune_at, "families": list(args.families), "stochastic": args.stochastic,
-              "guide": args.guide, "class_label": class_label, "guidable": pipe.guidable}
+              "guide": args.guide, "class_label": class_label, "guidable": pipe.guidable, "phema": weights is not None}
     command = f"{PROG} {shlex.join(argv)}"
     results = []
     for nfe, families in contexts.items():
         baselines = {"paper": paper_settings(nfe)}
         if current_name is not None:
             baselines["current"] = current_settings(current_name, scorer.base_config, nfe, *current_guidance)
-        context = SearchContext(nfe, families, guidable=pipe.guidable, stochastic=args.stochastic)
+        context = SearchContext(nfe, families, guidable=pipe.guidable, stochastic=args.stochastic,
+                                phema=weights is not None)
         study = open_study(out / JOURNAL, f"nfe-{nfe}", {**record, "nfe": nfe}, args.study_seed) \
             if state.is_main_process else None
         run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=list(baselines.values()))

@@ -15,6 +15,7 @@ from ..evaluation.sources import generated_images
 from ..evaluation.statistics import FeatureStatistics, frechet_distance
 from ..pipelines.pipeline_edm import EDMPipeline
 from ..pipelines.scheduler_families import SCHEDULERS_BY_NAME
+from .posthoc import PosthocWeights
 from .space import SamplerSettings
 
 
@@ -31,10 +32,12 @@ class SettingsScorer:
         batch (`int`): images per detector call.
         class_label (`int`, *optional*): the class of every image (default: drawn per seed).
         fd_method (`str`): the matrix square root of [`frechet_distance`].
+        weights ([`PosthocWeights`], *optional*): the post-hoc EMA of a run, for settings with a σ_rel.
     """
 
     def __init__(self, pipe: EDMPipeline, detector: FeatureDetector, reference: tuple[np.ndarray, np.ndarray],
-                 state: PartialState, batch: int, class_label: int | None = None, fd_method: str = "sqrtm") -> None:
+                 state: PartialState, batch: int, class_label: int | None = None, fd_method: str = "sqrtm",
+                 weights: PosthocWeights | None = None) -> None:
         pipe.register_to_config(guidance_scale=1.0, guidance_interval=None)
         self.pipe = pipe
         self.base_config = dict(pipe.scheduler.config)
@@ -44,11 +47,14 @@ class SettingsScorer:
         self.batch = batch
         self.class_label = class_label
         self.fd_method = fd_method
+        self.weights = weights
 
     def apply(self, settings: SamplerSettings) -> None:
-        """Sets the pipeline's scheduler to the settings' family and schedule."""
+        """Sets the pipeline's scheduler to the settings' family and schedule, and its weights to their σ_rel."""
         scheduler_class = SCHEDULERS_BY_NAME[settings.scheduler]
         self.pipe.scheduler = scheduler_class.from_config(self.base_config, **settings.scheduler_overrides())
+        if self.weights is not None:
+            self.weights.load(settings.std)
 
     def statistics(self, settings: SamplerSettings, seeds: Sequence[int]) -> FeatureStatistics:
         """Feature statistics of the images of `seeds` sampled with `settings` (summed over all processes)."""

@@ -30,6 +30,7 @@ class SearchRanges:
         s_churn (`tuple`), s_tmin (`tuple`), s_tmax (`tuple`), s_noise (`tuple`): Algorithm 2's stochasticity (Heun).
         guidance_scale (`tuple`): the guidance weight w when the model can be guided.
         interval (`tuple`): where a guidance interval's ends may lie.
+        std (`tuple`): σ_rel of the post-hoc EMA (runs with snapshots; log-uniform).
     """
 
     rho: tuple[float, float] = (2.0, 12.0)
@@ -41,6 +42,7 @@ class SearchRanges:
     s_noise: tuple[float, float] = (1.0, 1.01)
     guidance_scale: tuple[float, float] = (1.0, 4.0)
     interval: tuple[float, float] = (0.01, 80.0)
+    std: tuple[float, float] = (0.03, 0.25)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class SamplerSettings:
             deterministic; `s_tmax` None is ∞).
         guidance_scale (`float`): w (1: no guidance).
         guidance_interval (`tuple`, *optional*): (σ_lo, σ_hi) of guidance.
+        std (`float`, *optional*): σ_rel of the post-hoc EMA weights (`None`: the weights the model was saved with).
     """
 
     scheduler: str
@@ -68,6 +71,7 @@ class SamplerSettings:
     s_noise: float = 1.0
     guidance_scale: float = 1.0
     guidance_interval: tuple[float, float] | None = None
+    std: float | None = None
 
     def scheduler_overrides(self) -> dict[str, Any]:
         """The scheduler config values of these settings (churn only for EDM's Heun sampler)."""
@@ -108,6 +112,8 @@ class SamplerSettings:
             text += f", guidance w {self.guidance_scale:.3g}"
             if self.guidance_interval:
                 text += f" on ({self.guidance_interval[0]:.3g}, {self.guidance_interval[1]:.3g}]"
+        if self.std is not None:
+            text += f", post-hoc EMA σ_rel {self.std:.3f}"
         return text
 
 
@@ -147,6 +153,7 @@ class SearchContext:
         guidable (`bool`): the model can be guided (a guide network, or classifier-free guidance of a conditional
             model).
         stochastic (`bool`): also search Heun's churn (otherwise only deterministic samplers).
+        phema (`bool`): the model is a run with post-hoc EMA snapshots: also search σ_rel.
         ranges (`SearchRanges`): the bounds.
     """
 
@@ -154,6 +161,7 @@ class SearchContext:
     families: tuple[str, ...]
     guidable: bool = False
     stochastic: bool = True
+    phema: bool = False
     ranges: SearchRanges = field(default_factory=SearchRanges)
 
 
@@ -180,6 +188,8 @@ def suggest(trial, context: SearchContext) -> SamplerSettings:
                     trial.suggest_float("interval_high", r.interval[0], r.interval[1], log=True))
             if ends[0] != ends[1]:
                 values["guidance_interval"] = (min(ends), max(ends))
+    if context.phema:  # three decimals, as snapshot names (and consecutive trials may share a reconstruction)
+        values["std"] = round(trial.suggest_float("std", *r.std, log=True), 3)
     return SamplerSettings(**values)
 
 
@@ -203,11 +213,14 @@ def trial_params(settings: SamplerSettings, context: SearchContext) -> dict[str,
             params["interval_low"], params["interval_high"] = settings.guidance_interval
     elif settings.guidance_scale != 1:
         return None
+    if settings.std is not None:
+        params["std"] = settings.std
     bounds = {"rho": r.rho, "sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "s_churn": r.s_churn,
               "s_tmin": r.s_tmin, "s_tmax": r.s_tmax, "s_noise": r.s_noise, "guidance_scale": r.guidance_scale,
-              "interval_low": r.interval, "interval_high": r.interval}
+              "interval_low": r.interval, "interval_high": r.interval, "std": r.std}
     inside = all(bounds[key][0] <= value <= bounds[key][1] for key, value in params.items() if key in bounds)
-    return params if inside and settings.scheduler in context.families else None
+    fits = inside and settings.scheduler in context.families and (settings.std is None or context.phema)
+    return params if fits else None
 
 
 def paper_settings(nfe: int) -> SamplerSettings:

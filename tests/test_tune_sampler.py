@@ -187,6 +187,7 @@ def test_settings_outside_the_search_are_not_enqueued():
     (["--num", "1"], "at least 2 images"),
     (["--families", "ddim"], "unknown scheduler family 'ddim'"),
     (["--num", "8", "--prune_at", "8"], "--prune_at 8 must be below --num 8"),
+    (["--ref", "/nonexistent/ref.npz"], "Reference statistics /nonexistent/ref.npz not found; create them with"),
 ])
 def test_mistakes_are_one_line(gaussian, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as stop:

@@ -50,7 +50,7 @@ def build_parser() -> OneLineErrorParser:
         prog=PROG,
         description=(
             "Train an EDM diffusion model (Karras et al. 2022) with accelerate. Without arguments it trains a "
-            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about 20 minutes "
+            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about an hour "
             "on 2 CPU cores. Durations, ramp-ups and the EMA half-life are in thousands of training images (kimg), as "
             "in the paper; the progress bar shows steps and images."
         ),

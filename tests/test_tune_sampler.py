@@ -179,6 +179,9 @@ def test_settings_outside_the_search_are_not_enqueued():
                                                "sigma_max": 80.0}
     assert trial_params(settings.__class__(**{**settings.as_dict(), "sigma_max": 500.0}), context) is None
     assert trial_params(settings.__class__(**{**settings.as_dict(), "scheduler": "euler"}), context) is None
+    assert trial_params(settings.__class__(**{**settings.as_dict(), "guide_std": 0.1}), context) is None
+    with_guide = SearchContext(35, ("heun",), stochastic=False, guide_phema=True)
+    assert trial_params(settings.__class__(**{**settings.as_dict(), "guide_std": 0.1}), with_guide)["guide_std"] == 0.1
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -273,30 +276,68 @@ def test_statistics_of_two_image_sets_absorbed_equal_those_of_the_union():
     np.testing.assert_allclose(whole.mean_and_covariance()[1], np.cov(features.numpy(), rowvar=False), rtol=1e-12)
 
 
-def test_a_run_with_post_hoc_ema_snapshots_has_its_ema_length_tuned(tmp_path):
-    """For a training run with snapshots, σ_rel is searched; the tuned folder holds the reconstruction of the tuned
-    σ_rel (the same weights `reconstruct_phema` writes), and "current" keeps the weights the run saved."""
-    from diffusers_edm.commands.reconstruct_phema import main as reconstruct_main
+@pytest.fixture(scope="module")
+def phema_run(tmp_path_factory):
+    """A tiny digits training run with post-hoc EMA snapshots, a pixel detector and a reference for its images."""
     from diffusers_edm.commands.train import parse_args
     from diffusers_edm.training.trainer import EDMTrainer
 
-    run = tmp_path / "run"
-    EDMTrainer(parse_args(["--output_dir", str(run), "--max_train_steps", "20", "--train_batch_size", "100",
-                           "--checkpointing_steps", "0", "--sample_every", "0", "--phema_stds", "0.05,0.10",
+    folder = tmp_path_factory.mktemp("phema")
+    EDMTrainer(parse_args(["--output_dir", str(folder / "run"), "--max_train_steps", "20", "--train_batch_size",
+                           "100", "--checkpointing_steps", "0", "--sample_every", "0", "--phema_stds", "0.05,0.10",
                            "--phema_every", "1kimg", "--model_channels", "4", "--channel_mult", "1,2",
                            "--attn_resolutions", "8"])).train()
-    detector = tmp_path / "pixels.pt"
-    torch.jit.save(torch.jit.script(PixelDetector().eval()), str(detector))
-    np.savez(tmp_path / "ref.npz", mu=np.full(256, 100.0), sigma=np.eye(256) * 900)
+    torch.jit.save(torch.jit.script(PixelDetector().eval()), str(folder / "pixels.pt"))
+    np.savez(folder / "ref.npz", mu=np.full(256, 100.0), sigma=np.eye(256) * 900)
+    return {"run": str(folder / "run"), "ref": str(folder / "ref.npz"), "detector": str(folder / "pixels.pt")}
+
+
+def reconstruction(run: str, std: float, out: Path) -> dict[str, torch.Tensor]:
+    """The weights `reconstruct_phema` writes for σ_rel `std` of `run`."""
+    from diffusers_edm.commands.reconstruct_phema import main as reconstruct_main
+
+    reconstruct_main(["--run", run, "--std", f"{std:.3f}", "--out", str(out)])
+    return EDMPipeline.from_pretrained(out).unet.state_dict()
+
+
+def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for name, value in actual.items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+
+
+def tune_run(phema_run, out, *flags):
+    return main(["--model", phema_run["run"], "--ref", phema_run["ref"], "--detector", phema_run["detector"], "--nfe",
+                 "3", "--num", "16", "--prune_at", "0", "--validation_sets", "1", "--out", str(out), "--device", "cpu",
+                 *flags])
+
+
+def test_a_run_with_post_hoc_ema_snapshots_has_its_ema_length_tuned(phema_run, tmp_path):
+    """For a training run with snapshots, σ_rel is searched; the tuned folder holds the reconstruction of the tuned
+    σ_rel (the same weights `reconstruct_phema` writes), and "current" keeps the weights the run saved."""
     out = tmp_path / "tuned"
-    (result,) = main(["--model", str(run), "--ref", str(tmp_path / "ref.npz"), "--detector", str(detector), "--nfe",
-                      "3", "--num", "16", "--trials", "4", "--prune_at", "0", "--validation_sets", "1", "--out",
-                      str(out), "--device", "cpu"])
+    (result,) = tune_run(phema_run, out, "--trials", "4")
     trials = json.loads((out / "tuning.json").read_text())["budgets"][0]["trials"]
     assert all(0.03 <= t["settings"]["std"] <= 0.25 for t in trials) and len({t["settings"]["std"] for t in trials}) > 1
+    assert all(t["settings"]["guide_std"] is None for t in trials)
     tuned = result.settings["tuned"]
     assert result.settings["current"].std is None
-    reconstruct_main(["--run", str(run), "--std", f"{tuned.std:.3f}", "--out", str(tmp_path / "recon")])
-    expected = EDMPipeline.from_pretrained(tmp_path / "recon").unet.state_dict()
-    for name, value in EDMPipeline.from_pretrained(out / "nfe-3").unet.state_dict().items():
-        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+    assert_same_weights(EDMPipeline.from_pretrained(out / "nfe-3").unet.state_dict(),
+                        reconstruction(phema_run["run"], tuned.std, tmp_path / "recon"))
+
+
+def test_a_guide_run_with_snapshots_has_its_ema_length_tuned_too(phema_run, tmp_path):
+    """Autoguidance by the run itself with another EMA length (EDM2's guide of a shorter EMA): the model's and the
+    guide's σ_rel are searched independently; the tuned folder holds both reconstructions and the tuned weight."""
+    out = tmp_path / "tuned"
+    (result,) = tune_run(phema_run, out, "--guide", phema_run["run"], "--trials", "5")
+    trials = json.loads((out / "tuning.json").read_text())["budgets"][0]["trials"]
+    guide_stds = [t["settings"]["guide_std"] for t in trials if t["settings"]["guide_std"] is not None]
+    assert len(guide_stds) >= 4 and all(0.03 <= std <= 0.25 for std in guide_stds) and len(set(guide_stds)) > 1
+    assert any(t["settings"]["guide_std"] != t["settings"]["std"] for t in trials)
+    tuned = result.settings["tuned"]
+    pipe = EDMPipeline.from_pretrained(out / "nfe-3")
+    assert pipe.config.guidance_scale == pytest.approx(tuned.guidance_scale)
+    assert_same_weights(pipe.unet.state_dict(), reconstruction(phema_run["run"], tuned.std, tmp_path / "main"))
+    assert_same_weights(pipe.guide_unet.state_dict(),
+                        reconstruction(phema_run["run"], tuned.guide_std, tmp_path / "guide"))

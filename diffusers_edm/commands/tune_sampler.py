@@ -9,10 +9,10 @@ FD-DINOv2, FD_digits) under a budget of network evaluations per image, found wit
 Per budget it searches the scheduler family (EDM's Heun, Euler, DPM-Solver++ 2M, each with the steps that fit the
 budget), ρ, σ_min, σ_max, Heun's churn, for a model that can be guided (a guide saved with it or `--guide`, or a
 conditional model trained with label dropout) the guidance weight and interval, and for a training run that stored
-post-hoc EMA snapshots (`train_edm.py --phema_stds`) the σ_rel of its EMA. A trial scores the images of the
-tuning seeds 0 … num − 1; one worse than the median after `--prune_at` images stops there. The best settings, the
-model's own and the paper's (Heun, ρ = 7 on [0.002, 80]) are then scored on validation seed sets the search never saw
-(num … 2·num − 1, and so on).
+post-hoc EMA snapshots (`train_edm.py --phema_stds`) the σ_rel of its EMA (of the model, and of a `--guide` run). A
+trial scores the images of the tuning seeds 0 … num − 1; one worse than the median after `--prune_at` images stops
+there. The best settings, the model's own and the paper's (Heun, ρ = 7 on [0.002, 80]) are then scored on validation
+seed sets the search never saw (num … 2·num − 1, and so on).
 
 Output in `--out`: `nfe-N/` per budget (a pipeline that samples with the tuned settings by default, with a card),
 `tuning.json` (every trial), `fd_vs_nfe.png` and `importance-nfe-N.png`, and `study.journal`, the Optuna study: run
@@ -104,7 +104,8 @@ def build_parser() -> OneLineErrorParser:
                         help="images scored before a trial may be pruned (default: min(500, num/4); 0: never prune)")
     parser.add_argument("--validation_sets", type=positive_int, default=2,
                         help="validation seed sets of --num images each (default 2: seeds num … 3·num-1)")
-    parser.add_argument("--guide", default=None, help="guide network for autoguidance (pipeline or model folder)")
+    parser.add_argument("--guide", default=None, help="guide network for autoguidance (pipeline or model folder; for a"
+                        " training run with post-hoc EMA snapshots its σ_rel is searched too)")
     parser.add_argument("--class", dest="class_label", default=None, metavar="K",
                         help="class of every image (default: drawn per seed)")
     parser.add_argument("--study_seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
@@ -180,14 +181,18 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
     current_name = saved_scheduler_name(pipe)
     current_guidance = (pipe.config.guidance_scale, pipe.config.guidance_interval)
     weights = PosthocWeights(Path(args.model), pipe.unet) if has_snapshots(args.model) else None
-    scorer = SettingsScorer(pipe, detector, reference, state, args.batch, class_label, args.fd_method, weights)
+    guide_weights = PosthocWeights(Path(args.guide), pipe.guide_unet) \
+        if args.guide is not None and has_snapshots(args.guide) else None
+    scorer = SettingsScorer(pipe, detector, reference, state, args.batch, class_label, args.fd_method, weights,
+                            guide_weights)
     scorer.statistics(paper_settings(3), tuning_seeds[:2])  # a detector that does not fit the reference fails here
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     record = {"model": args.model, "ref": str(args.ref), "detector": args.detector, "num": args.num,
               "prune_at": prune_at, "families": list(args.families), "stochastic": args.stochastic,
-              "guide": args.guide, "class_label": class_label, "guidable": pipe.guidable, "phema": weights is not None}
+              "guide": args.guide, "class_label": class_label, "guidable": pipe.guidable, "phema": weights is not None,
+              "guide_phema": guide_weights is not None}
     command = f"{PROG} {shlex.join(argv)}"
     results = []
     for nfe, families in contexts.items():
@@ -195,7 +200,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
         if current_name is not None:
             baselines["current"] = current_settings(current_name, scorer.base_config, nfe, *current_guidance)
         context = SearchContext(nfe, families, guidable=pipe.guidable, stochastic=args.stochastic,
-                                phema=weights is not None)
+                                phema=weights is not None, guide_phema=guide_weights is not None)
         study = open_study(out / JOURNAL, f"nfe-{nfe}", {**record, "nfe": nfe}, args.study_seed) \
             if state.is_main_process else None
         run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=list(baselines.values()))

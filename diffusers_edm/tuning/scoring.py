@@ -33,11 +33,12 @@ class SettingsScorer:
         class_label (`int`, *optional*): the class of every image (default: drawn per seed).
         fd_method (`str`): the matrix square root of [`frechet_distance`].
         weights ([`PosthocWeights`], *optional*): the post-hoc EMA of a run, for settings with a σ_rel.
+        guide_weights ([`PosthocWeights`], *optional*): the same for the guide network.
     """
 
     def __init__(self, pipe: EDMPipeline, detector: FeatureDetector, reference: tuple[np.ndarray, np.ndarray],
                  state: PartialState, batch: int, class_label: int | None = None, fd_method: str = "sqrtm",
-                 weights: PosthocWeights | None = None) -> None:
+                 weights: PosthocWeights | None = None, guide_weights: PosthocWeights | None = None) -> None:
         pipe.register_to_config(guidance_scale=1.0, guidance_interval=None)
         self.pipe = pipe
         self.base_config = dict(pipe.scheduler.config)
@@ -48,13 +49,17 @@ class SettingsScorer:
         self.class_label = class_label
         self.fd_method = fd_method
         self.weights = weights
+        self.guide_weights = guide_weights
 
     def apply(self, settings: SamplerSettings) -> None:
-        """Sets the pipeline's scheduler to the settings' family and schedule, and its weights to their σ_rel."""
+        """Sets the pipeline's scheduler to the settings' family and schedule, and its weights (and the guide's) to
+        their σ_rel."""
         scheduler_class = SCHEDULERS_BY_NAME[settings.scheduler]
         self.pipe.scheduler = scheduler_class.from_config(self.base_config, **settings.scheduler_overrides())
         if self.weights is not None:
             self.weights.load(settings.std)
+        if self.guide_weights is not None:
+            self.guide_weights.load(settings.guide_std)
 
     def statistics(self, settings: SamplerSettings, seeds: Sequence[int]) -> FeatureStatistics:
         """Feature statistics of the images of `seeds` sampled with `settings` (summed over all processes)."""

@@ -30,7 +30,7 @@ class SearchRanges:
         s_churn (`tuple`), s_tmin (`tuple`), s_tmax (`tuple`), s_noise (`tuple`): Algorithm 2's stochasticity (Heun).
         guidance_scale (`tuple`): the guidance weight w when the model can be guided.
         interval (`tuple`): where a guidance interval's ends may lie.
-        std (`tuple`): σ_rel of the post-hoc EMA (runs with snapshots; log-uniform).
+        std (`tuple`): σ_rel of a post-hoc EMA, the model's or the guide's (runs with snapshots; log-uniform).
     """
 
     rho: tuple[float, float] = (2.0, 12.0)
@@ -58,6 +58,7 @@ class SamplerSettings:
         guidance_scale (`float`): w (1: no guidance).
         guidance_interval (`tuple`, *optional*): (σ_lo, σ_hi) of guidance.
         std (`float`, *optional*): σ_rel of the post-hoc EMA weights (`None`: the weights the model was saved with).
+        guide_std (`float`, *optional*): the same for the guide network.
     """
 
     scheduler: str
@@ -72,6 +73,7 @@ class SamplerSettings:
     guidance_scale: float = 1.0
     guidance_interval: tuple[float, float] | None = None
     std: float | None = None
+    guide_std: float | None = None
 
     def scheduler_overrides(self) -> dict[str, Any]:
         """The scheduler config values of these settings (churn only for EDM's Heun sampler)."""
@@ -114,6 +116,8 @@ class SamplerSettings:
                 text += f" on ({self.guidance_interval[0]:.3g}, {self.guidance_interval[1]:.3g}]"
         if self.std is not None:
             text += f", post-hoc EMA σ_rel {self.std:.3f}"
+        if self.guide_std is not None:
+            text += f", guide's σ_rel {self.guide_std:.3f}"
         return text
 
 
@@ -154,6 +158,7 @@ class SearchContext:
             model).
         stochastic (`bool`): also search Heun's churn (otherwise only deterministic samplers).
         phema (`bool`): the model is a run with post-hoc EMA snapshots: also search σ_rel.
+        guide_phema (`bool`): the same for the guide (autoguidance's guide EMA length, Karras et al. 2024b).
         ranges (`SearchRanges`): the bounds.
     """
 
@@ -162,6 +167,7 @@ class SearchContext:
     guidable: bool = False
     stochastic: bool = True
     phema: bool = False
+    guide_phema: bool = False
     ranges: SearchRanges = field(default_factory=SearchRanges)
 
 
@@ -190,6 +196,8 @@ def suggest(trial, context: SearchContext) -> SamplerSettings:
                 values["guidance_interval"] = (min(ends), max(ends))
     if context.phema:  # three decimals, as snapshot names (and consecutive trials may share a reconstruction)
         values["std"] = round(trial.suggest_float("std", *r.std, log=True), 3)
+    if context.guide_phema:
+        values["guide_std"] = round(trial.suggest_float("guide_std", *r.std, log=True), 3)
     return SamplerSettings(**values)
 
 
@@ -213,13 +221,15 @@ def trial_params(settings: SamplerSettings, context: SearchContext) -> dict[str,
             params["interval_low"], params["interval_high"] = settings.guidance_interval
     elif settings.guidance_scale != 1:
         return None
-    if settings.std is not None:
-        params["std"] = settings.std
+    for name in ("std", "guide_std"):
+        if getattr(settings, name) is not None:
+            params[name] = getattr(settings, name)
     bounds = {"rho": r.rho, "sigma_min": r.sigma_min, "sigma_max": r.sigma_max, "s_churn": r.s_churn,
               "s_tmin": r.s_tmin, "s_tmax": r.s_tmax, "s_noise": r.s_noise, "guidance_scale": r.guidance_scale,
-              "interval_low": r.interval, "interval_high": r.interval, "std": r.std}
+              "interval_low": r.interval, "interval_high": r.interval, "std": r.std, "guide_std": r.std}
     inside = all(bounds[key][0] <= value <= bounds[key][1] for key, value in params.items() if key in bounds)
-    fits = inside and settings.scheduler in context.families and (settings.std is None or context.phema)
+    fits = (inside and settings.scheduler in context.families and (settings.std is None or context.phema)
+            and (settings.guide_std is None or context.guide_phema))
     return params if fits else None
 
 

@@ -273,3 +273,51 @@ def reference_edm2_generator(net, seeds: list[int], num_steps: int = 32, guidanc
         bias = -torch.tensor(vae.config.latents_mean, dtype=torch.float32).reshape(1, -1, 1, 1) * scale
         pixels = vae.decode((x_next - bias) / scale).sample.clamp(0, 1)
         return (pixels * 255).to(torch.uint8), noise, labels
+
+
+TINY_TEXT_WORDS = ("a", "thick", "thin", "digit", "zero", "one", "two", "three", "four", "five", "six", "seven",
+                   "eight", "nine", "left", "right", "red", "blue", "square", "circle")
+
+
+def save_tiny_text_encoder(folder, words=TINY_TEXT_WORDS, hidden_size: int = 16, max_length: int = 8,
+                           seed: int = 0):
+    """A randomly initialised `CLIPTextModel` and a `CLIPTokenizer` over a small word-level vocabulary (each word one
+    token, through BPE merges written for it), saved as a CLIP repository is: `text_encoder/` and `tokenizer/` under
+    `folder`. Returns (text_encoder, tokenizer)."""
+    import json
+    from pathlib import Path
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {}
+    merges: list[str] = []
+
+    def add(token: str) -> None:
+        vocab.setdefault(token, len(vocab))
+
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        add(special)
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        for piece in pieces:
+            add(piece)
+        merged = pieces[0]
+        for piece in pieces[1:]:
+            merges.append(f"{merged} {piece}")
+            merged += piece
+            add(merged)
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n",
+                                                     encoding="utf-8")
+    tokenizer = CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
+                              model_max_length=max_length)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length,
+                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    text_encoder = CLIPTextModel(config).eval()
+    text_encoder.save_pretrained(folder / "text_encoder")
+    return text_encoder, tokenizer

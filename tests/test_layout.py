@@ -133,7 +133,7 @@ def test_native_backbone_config_holds_only_its_keys(tmp_path):
     saved = json.loads((tmp_path / "unet" / "config.json").read_text())
     assert {key for key in saved if not key.startswith("_")} == {
         "sample_size", "in_channels", "out_channels", "num_class_labels", "augment_dim", "sigma_data",
-        "backbone_type", "backbone_config", "preconditioning", "preconditioning_config"}
+        "backbone_type", "backbone_config", "preconditioning", "preconditioning_config", "cross_attention_dim"}
     reloaded = EDMPreconditionedUNet2DModel.from_pretrained(tmp_path / "unet")
     for key, value in unet.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value)

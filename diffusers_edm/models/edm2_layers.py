@@ -128,6 +128,8 @@ class EDM2Block(nn.Module):
         resample_filter (`Sequence[int]`, defaults to [1, 1]): taps of the resampling filter.
         attention (`bool`, defaults to `False`): self-attention after the residual sum, with
             `out_channels // channels_per_head` heads (none when that is 0).
+        cross_attention_dim (`int`, defaults to 0): width of the text tokens a block with attention also attends to
+            (cosine cross-attention after the self-attention, magnitude-preserving in the same way; 0: none).
         channels_per_head (`int`, defaults to 64): channels of one attention head.
         dropout (`float`, defaults to 0): dropout in the residual branch (training).
         res_balance (`float`, defaults to 0.3), attn_balance (`float`, defaults to 0.3): t of the two `mp_sum`s.
@@ -148,6 +150,7 @@ class EDM2Block(nn.Module):
         res_balance: float = 0.3,
         attn_balance: float = 0.3,
         clip_act: float = 256,
+        cross_attention_dim: int = 0,
     ) -> None:
         super().__init__()
         self.out_channels = out_channels
@@ -162,8 +165,15 @@ class EDM2Block(nn.Module):
         self.conv_skip = MPConv(in_channels, out_channels, [1, 1]) if in_channels != out_channels else None
         self.attn_qkv = MPConv(out_channels, out_channels * 3, [1, 1]) if self.num_heads else None
         self.attn_proj = MPConv(out_channels, out_channels, [1, 1]) if self.num_heads else None
+        cross = bool(self.num_heads and cross_attention_dim)
+        self.cross_q = MPConv(out_channels, out_channels, [1, 1]) if cross else None
+        self.cross_kv = MPConv(cross_attention_dim, out_channels * 2, []) if cross else None
+        self.cross_proj = MPConv(out_channels, out_channels, [1, 1]) if cross else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The block on x (N, C, H, W) with embedding `emb` (N, emb_channels); `context` (N, T, cross_attention_dim)
+        are the text tokens of a cross-attending block, `context_mask` (N, T) marks the real (not padding) ones."""
         x = resample(x, self.resample_mode, self.resample_filter)
         if self.flavor == "enc":
             if self.conv_skip is not None:
@@ -180,6 +190,9 @@ class EDM2Block(nn.Module):
         x = mp_sum(x, y, t=self.res_balance)
         if self.num_heads:
             x = mp_sum(x, self.attn_proj(self._attention(self.attn_qkv(x))), t=self.attn_balance)
+        if self.cross_q is not None:
+            attended = self._cross_attention(self.cross_q(x), self.cross_kv(context.to(x.dtype)), context_mask)
+            x = mp_sum(x, self.cross_proj(attended), t=self.attn_balance)
         if self.clip_act:
             x = x.clip(-self.clip_act, self.clip_act)
         return x
@@ -196,6 +209,28 @@ class EDM2Block(nn.Module):
         weights = torch.einsum("nhcq,nhck->nhqk", q, k / math.sqrt(head_channels)).softmax(dim=3)
         attended = torch.einsum("nhqk,nhck->nhcq", weights, v)
         return attended.reshape(batch, self.out_channels, height, width)
+
+
+    def _cross_attention(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Cosine cross-attention of the H·W positions (queries q, (N, C, H, W)) over the T tokens (keys and values
+        kv, (N, T, 2C)): q, k, v normalised per head as in the self-attention; padding tokens (`mask` False) get no
+        weight."""
+        batch, _, height, width = q.shape
+        head_channels = self.out_channels // self.num_heads
+        q = normalize(q.reshape(batch, self.num_heads, head_channels, height * width), dim=2)
+        k, v = normalize(kv.reshape(batch, -1, self.num_heads, head_channels, 2), dim=3).permute(4, 0, 2, 3, 1)
+        bias = None
+        if mask is not None:
+            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask.bool(), -math.inf)
+            bias = bias[:, None, None, :]
+        implementation = self.attention_implementation
+        if implementation == "sdpa" or (implementation == "auto" and q.device.type == "cuda"):
+            attended = F.scaled_dot_product_attention(q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3),
+                                                      attn_mask=bias)
+            return attended.transpose(2, 3).reshape(batch, self.out_channels, height, width)
+        logits = torch.einsum("nhcq,nhck->nhqk", q, k / math.sqrt(head_channels))
+        weights = (logits if bias is None else logits + bias).softmax(dim=3)
+        return torch.einsum("nhqk,nhck->nhcq", weights, v).reshape(batch, self.out_channels, height, width)
 
 
 def check_attention_implementation(implementation: str) -> None:

@@ -34,7 +34,8 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
     Args:
         img_resolution (`int`): image (or latent) height and width.
         in_channels (`int`): channels of the image; the output has as many (`out_channels`, if given, must agree).
-        label_dim (`int`, defaults to 0): number of classes (0: unconditional).
+        label_dim (`int`, defaults to 0): length of the label vectors (0: unconditional): the number of classes, or the
+            width of a pooled text embedding (unit norm, like a one-hot label).
         augment_dim (`int`, defaults to 0): must be 0 (EDM2 trains without augmentation conditioning).
         model_channels (`int`, defaults to 192): channels of the first level.
         channel_mult (`Sequence[int]`, defaults to (1, 2, 3, 4)): channel multipliers per level.
@@ -45,6 +46,8 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
         label_balance (`float`, defaults to 0.5), concat_balance (`float`, defaults to 0.5): t of the label `mp_sum`
             and of the skip `mp_cat`s.
         logvar_channels (`int`, defaults to 128): Fourier features of the uncertainty head.
+        cross_attention_dim (`int`, defaults to 0): width of the text tokens the attention blocks also attend to (0:
+            none); see [`EDM2Block`].
         channels_per_head, dropout, res_balance, attn_balance, clip_act, resample_filter: every block's (see
             [`EDM2Block`]).
     """
@@ -74,6 +77,7 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
         attn_balance: float = 0.3,
         clip_act: float = 256,
         resample_filter: Sequence[int] = (1, 1),
+        cross_attention_dim: int = 0,
     ) -> None:
         super().__init__()
         if out_channels not in (None, in_channels):
@@ -88,7 +92,7 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
         self.label_dim, self.label_balance, self.concat_balance = label_dim, label_balance, concat_balance
         block = dict(emb_channels=emb_channels, channels_per_head=channels_per_head, dropout=dropout,
                      res_balance=res_balance, attn_balance=attn_balance, clip_act=clip_act,
-                     resample_filter=resample_filter)
+                     resample_filter=resample_filter, cross_attention_dim=cross_attention_dim)
 
         self.out_gain = nn.Parameter(torch.zeros([]))
         self.emb_fourier = MPFourier(noise_channels)
@@ -137,12 +141,20 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
         noise_labels: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         augment_labels: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """F(x; c_noise, labels): x (N, in_channels, R, R), `noise_labels` c_noise (N,), `class_labels` label vectors
-        (N or 1, label_dim) of a conditional network. EDM2 has no augmentation conditioning."""
+        (N or 1, label_dim) of a conditional network, `encoder_hidden_states` (N, T, cross_attention_dim) the text
+        tokens of a cross-attending one with `encoder_attention_mask` (N, T) marking the real tokens. EDM2 has no
+        augmentation conditioning."""
         check_unet_inputs(type(self).__name__, x, noise_labels, class_labels, augment_labels,
                           in_channels=self.config.in_channels, img_resolution=self.config.img_resolution,
                           label_dim=self.config.label_dim, augment_dim=0)
+        if self.config.cross_attention_dim and encoder_hidden_states is None:
+            raise ValueError("This network attends to text tokens: pass encoder_hidden_states (N, T,"
+                             f" {self.config.cross_attention_dim}).")
+        context = (encoder_hidden_states, encoder_attention_mask)
         emb = self.emb_noise(self.emb_fourier(noise_labels))
         if self.emb_label is not None:
             emb = mp_sum(emb, self.emb_label(class_labels * math.sqrt(self.label_dim)), t=self.label_balance)
@@ -150,22 +162,23 @@ class EDM2UNet2DModel(ModelMixin, ConfigMixin):
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         skips = []
         for name, module in self.enc.items():
-            x = module(x) if name.endswith("_conv") else self._run(module, x, emb)
+            x = module(x) if name.endswith("_conv") else self._run(module, x, emb, *context)
             skips.append(x)
         for name, module in self.dec.items():
             if "_block" in name:
                 x = mp_cat(x, skips.pop(), t=self.concat_balance)
-            x = self._run(module, x, emb)
+            x = self._run(module, x, emb, *context)
         return self.out_conv(x, gain=self.out_gain)
 
     def logvar(self, noise_labels: torch.Tensor) -> torch.Tensor:
         """The uncertainty u(σ) of the loss (N,) at c_noise (N,): logvar_linear(logvar_fourier(c_noise))."""
         return self.logvar_linear(self.logvar_fourier(noise_labels)).flatten()
 
-    def _run(self, block: EDM2Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(self, block: EDM2Block, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None,
+             context_mask: torch.Tensor | None) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return self._gradient_checkpointing_func(block, x, emb)
-        return block(x, emb)
+            return self._gradient_checkpointing_func(block, x, emb, context, context_mask)
+        return block(x, emb, context, context_mask)
 
     def set_attention_implementation(self, implementation: str) -> None:
         """How the blocks' cosine attention computes: "official" (einsum and softmax, as the official network),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
-from diffusers.models import UNet2DModel
+from diffusers.models import UNet2DConditionModel, UNet2DModel
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
@@ -29,6 +29,12 @@ UNET_2D_ARGUMENTS = (
 """The constructor arguments that configure the `unet_2d` backbone only; a native backbone's config omits them (its
 network arguments are in `backbone_config`), and configs saved with them still load."""
 _COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+CROSS_ATTENTION_BACKBONES = ("unet_2d", "edm2_unet")
+"""The backbones that can attend to text tokens (`cross_attention_dim`); every backbone takes a pooled text embedding
+through its label path."""
+_CROSS_ATTENTION_BLOCKS = {"AttnDownBlock2D": "CrossAttnDownBlock2D", "AttnUpBlock2D": "CrossAttnUpBlock2D",
+                           "UNetMidBlock2D": "UNetMidBlock2DCrossAttn"}
+"""The `UNet2DModel` attention blocks and the `UNet2DConditionModel` blocks that replace them with cross-attention."""
 
 
 @dataclass
@@ -72,7 +78,8 @@ class ConditioningEmbedding(nn.Embedding):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         if not labels.is_floating_point():
             return self._drop_labels(super().forward(labels))
-        class_vectors, augment_labels = labels.split([self.num_class_labels, labels.shape[1] - self.num_class_labels], 1)
+        sizes = [self.num_class_labels, labels.shape[1] - self.num_class_labels]
+        class_vectors, augment_labels = labels.split(sizes, 1)
         embedding = self._drop_labels(class_vectors.to(self.weight.dtype) @ self.weight)
         if self.augment_proj is not None:
             embedding = embedding + self.augment_proj(augment_labels.to(self.augment_proj.weight.dtype))
@@ -84,6 +91,32 @@ class ConditioningEmbedding(nn.Embedding):
             return class_embedding
         keep = torch.rand([class_embedding.shape[0], 1], device=class_embedding.device) >= self.label_dropout
         return class_embedding * keep.to(class_embedding.dtype)
+
+
+def _cross_attention_unet_2d(
+    common: dict, down_block_types: tuple[str, ...], up_block_types: tuple[str, ...], mid_block_type: str | None,
+    attention_head_dim: int | None, cross_attention_dim: int, downsample_type: str, upsample_type: str,
+    attn_norm_num_groups: int | None,
+) -> UNet2DConditionModel:
+    """The `unet_2d` backbone with cross-attention to text tokens: a `UNet2DConditionModel` whose attention blocks are
+    the cross-attending versions of the `UNet2DModel` blocks named, each with `attention_head_dim` channels per head
+    (`UNet2DConditionModel` counts heads, so they are given as its per-block `attention_head_dim`)."""
+    if downsample_type != "conv" or upsample_type != "conv" or attn_norm_num_groups is not None:
+        raise ValueError("A cross-attending unet_2d backbone (UNet2DConditionModel) resamples with convolutions and"
+                         " normalises attention like its ResNets: leave downsample_type, upsample_type and"
+                         " attn_norm_num_groups at their defaults.")
+    if not any(block in _CROSS_ATTENTION_BLOCKS for block in (*down_block_types, *up_block_types, mid_block_type)):
+        raise ValueError("cross_attention_dim needs attention blocks to attend with: name AttnDownBlock2D /"
+                         " AttnUpBlock2D in down_block_types / up_block_types, or keep the UNetMidBlock2D.")
+    head_channels = attention_head_dim or 8
+    return UNet2DConditionModel(
+        **common,
+        down_block_types=tuple(_CROSS_ATTENTION_BLOCKS.get(block, block) for block in down_block_types),
+        up_block_types=tuple(_CROSS_ATTENTION_BLOCKS.get(block, block) for block in up_block_types),
+        mid_block_type=_CROSS_ATTENTION_BLOCKS.get(mid_block_type, mid_block_type),
+        attention_head_dim=tuple(max(1, channels // head_channels) for channels in common["block_out_channels"]),
+        cross_attention_dim=cross_attention_dim,
+    )
 
 
 def preconditioning_of(
@@ -121,7 +154,13 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             `out_channels = 2 * in_channels` and D uses the first half.
         sigma_data (`float`, defaults to 0.5): data standard deviation σ_data of the preconditioning.
         num_class_labels (`int`, defaults to 0): number of classes (0: unconditional). Labels may be integers or
-            one-hot/soft vectors, as EDM uses; they are embedded and added to the noise embedding.
+            one-hot/soft vectors, as EDM uses; they are embedded and added to the noise embedding. A text-to-image
+            model takes its pooled text embedding (unit norm, like a one-hot label) the same way, with
+            `num_class_labels` its width.
+        cross_attention_dim (`int`, defaults to 0): width of the text tokens (`encoder_hidden_states`) the attention
+            blocks also attend to (0: none). The `unet_2d` backbone is then a diffusers `UNet2DConditionModel` (its
+            attention blocks become the cross-attention ones, with `attention_head_dim` channels per head); the
+            `edm2_unet` backbone gets magnitude-preserving cosine cross-attention.
         augment_dim (`int`, defaults to 0): length of the augment-label vector of non-leaky augmentation (9 for EDM's
             pipeline; 0: none). Mapped linearly (no bias) onto the noise embedding; absent labels mean zeros.
         label_dropout (`float`, defaults to 0): for the `UNet2DModel` backbone, the probability of training a sample
@@ -169,6 +208,7 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         backbone_config: dict | None = None,
         preconditioning: str = "edm",
         preconditioning_config: dict | None = None,
+        cross_attention_dim: int = 0,
     ) -> None:
         super().__init__()
         if not sigma_data > 0:
@@ -182,45 +222,43 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         if label_dropout and backbone_type != "unet_2d":
             raise ValueError(f"The {backbone_type} backbone takes label_dropout in backbone_config, as the official"
                              " networks do; leave the top-level label_dropout at 0.")
+        if cross_attention_dim < 0 or (cross_attention_dim and backbone_type not in CROSS_ATTENTION_BACKBONES):
+            raise ValueError(f"cross_attention_dim={cross_attention_dim}: text-token cross-attention needs a backbone"
+                             f" of {CROSS_ATTENTION_BACKBONES} and a positive width; the {backbone_type} backbone takes"
+                             " the pooled text embedding only (cross_attention_dim=0).")
         self.precond = preconditioning_of(preconditioning, preconditioning_config, sigma_data)
         if preconditioning == "iddpm" and out_channels != 2 * in_channels:
             raise ValueError(f"iDDPM networks output 2 x in_channels = {2 * in_channels} channels, got {out_channels}.")
         if backbone_type in NATIVE_BACKBONES:
+            text_tokens = {"cross_attention_dim": cross_attention_dim} if cross_attention_dim else {}
             self.backbone = NATIVE_BACKBONES[backbone_type](
                 img_resolution=sample_size, in_channels=in_channels, out_channels=out_channels,
-                label_dim=num_class_labels, augment_dim=augment_dim, **(backbone_config or {}),
+                label_dim=num_class_labels, augment_dim=augment_dim, **text_tokens, **(backbone_config or {}),
             )
             self._keep_native_config()
             return
         if backbone_config:
-            raise ValueError("backbone_config is for native backbones; configure a UNet2DModel with the flat arguments.")
-        self.backbone = UNet2DModel(
-            sample_size=sample_size,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            layers_per_block=layers_per_block,
-            mid_block_type=mid_block_type,
-            time_embedding_type="positional",
-            time_embedding_dim=time_embedding_dim,
-            freq_shift=freq_shift,
-            flip_sin_to_cos=flip_sin_to_cos,
-            mid_block_scale_factor=mid_block_scale_factor,
-            downsample_padding=downsample_padding,
-            downsample_type=downsample_type,
-            upsample_type=upsample_type,
-            dropout=dropout,
-            act_fn=act_fn,
-            attention_head_dim=attention_head_dim,
-            norm_num_groups=norm_num_groups,
-            attn_norm_num_groups=attn_norm_num_groups,
-            norm_eps=norm_eps,
-            resnet_time_scale_shift=resnet_time_scale_shift,
-            add_attention=add_attention,
-            num_class_embeds=num_class_labels or None,
+            raise ValueError("backbone_config is for native backbones; configure a UNet2DModel with the flat"
+                             " arguments.")
+        common = dict(
+            sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
+            block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+            time_embedding_dim=time_embedding_dim, freq_shift=freq_shift, flip_sin_to_cos=flip_sin_to_cos,
+            mid_block_scale_factor=mid_block_scale_factor, downsample_padding=downsample_padding, dropout=dropout,
+            act_fn=act_fn, norm_num_groups=norm_num_groups, norm_eps=norm_eps,
+            resnet_time_scale_shift=resnet_time_scale_shift, num_class_embeds=num_class_labels or None,
         )
+        if cross_attention_dim:
+            self.backbone = _cross_attention_unet_2d(
+                common, tuple(down_block_types), tuple(up_block_types), mid_block_type if add_attention else None,
+                attention_head_dim, cross_attention_dim, downsample_type, upsample_type, attn_norm_num_groups)
+        else:
+            self.backbone = UNet2DModel(
+                **common, down_block_types=tuple(down_block_types), up_block_types=tuple(up_block_types),
+                mid_block_type=mid_block_type, time_embedding_type="positional", downsample_type=downsample_type,
+                upsample_type=upsample_type, attention_head_dim=attention_head_dim,
+                attn_norm_num_groups=attn_norm_num_groups, add_attention=add_attention,
+            )
         if num_class_labels or augment_dim:
             embedding_dim = time_embedding_dim or block_out_channels[0] * 4
             self.backbone.class_embedding = ConditioningEmbedding(num_class_labels, augment_dim, embedding_dim,
@@ -242,6 +280,8 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         augment_labels: torch.Tensor | None = None,
         return_dict: bool = True,
         return_logvar: bool = False,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> EDMPreconditionedUNet2DOutput | tuple:
         """
         The denoised estimate D(x; σ) (Eq. 7).
@@ -257,6 +297,10 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
             return_dict (`bool`, defaults to `True`): return an [`EDMPreconditionedUNet2DOutput`] or a tuple.
             return_logvar (`bool`, defaults to `False`): also return the uncertainty u(σ) of EDM2's loss (B, 1, 1, 1),
                 in the preconditioning's precision (EDM2 backbones only); the tuple is then (D, u).
+            encoder_hidden_states (`torch.Tensor`, *optional*): the text tokens (B, T, cross_attention_dim) of a model
+                with `cross_attention_dim` (required there).
+            encoder_attention_mask (`torch.Tensor`, *optional*): (B, T), 1 for the real tokens and 0 for padding,
+                which gets no attention (default: every token attended).
 
         The preconditioning is computed in float32 (float64 for a float64 model) whatever dtype the backbone runs in.
         """
@@ -270,7 +314,8 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         sigma = self._sigma_per_sample(sigma, batch_size, x)
         c_skip, c_out, c_in, c_noise = self.precond.coefficients(sigma)
         model_input = (c_in * x).to(dtype)
-        raw_output = self._raw_output(model_input, c_noise.flatten(), class_labels, augment_labels, batch_size)
+        tokens = self._text_tokens(encoder_hidden_states, encoder_attention_mask, batch_size, model_input)
+        raw_output = self._raw_output(model_input, c_noise.flatten(), class_labels, augment_labels, batch_size, tokens)
         denoised = c_skip * x + c_out * raw_output[:, : self.config.in_channels].to(precision)
         logvar = None
         if return_logvar:
@@ -351,11 +396,12 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
         class_labels: torch.Tensor | None,
         augment_labels: torch.Tensor | None,
         batch_size: int,
+        tokens: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """F(c_in x; c_noise) with the conditioning in the form the backbone takes."""
         if self.config.backbone_type == "unet_2d":
             labels = self._conditioning(class_labels, augment_labels, batch_size, model_input.device)
-            return self.backbone(model_input, c_noise, class_labels=labels).sample
+            return self.backbone(model_input, c_noise, class_labels=labels, **tokens).sample
         num_classes, augment_dim = self.config.num_class_labels, self.config.augment_dim
         self._check_conditioning_sizes(class_labels, augment_labels)
         label_vectors = None
@@ -370,7 +416,31 @@ class EDMPreconditionedUNet2DModel(ModelMixin, ConfigMixin):
                     f"augment_labels must have shape ({batch_size}, {augment_dim}), got {tuple(augment_labels.shape)}."
                 )
             augment_labels = augment_labels.to(model_input.device, c_noise.dtype)
-        return self.backbone(model_input, c_noise, class_labels=label_vectors, augment_labels=augment_labels)
+        return self.backbone(model_input, c_noise, class_labels=label_vectors, augment_labels=augment_labels, **tokens)
+
+    def _text_tokens(self, encoder_hidden_states: torch.Tensor | None, encoder_attention_mask: torch.Tensor | None,
+                     batch_size: int, model_input: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backbone's text-token arguments, checked: none for a model without cross-attention."""
+        width = self.config.get("cross_attention_dim", 0)
+        if not width:
+            if encoder_hidden_states is not None or encoder_attention_mask is not None:
+                raise ValueError("encoder_hidden_states were given but the model has no cross-attention"
+                                 " (cross_attention_dim=0); pass the pooled text embedding as class_labels only.")
+            return {}
+        if encoder_hidden_states is None:
+            raise ValueError(f"The model attends to text tokens: pass encoder_hidden_states ({batch_size}, T,"
+                             f" {width}).")
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != batch_size or \
+                encoder_hidden_states.shape[2] != width:
+            raise ValueError(f"encoder_hidden_states must have shape ({batch_size}, T, {width}), got"
+                             f" {tuple(encoder_hidden_states.shape)}.")
+        tokens = {"encoder_hidden_states": encoder_hidden_states.to(model_input.device, model_input.dtype)}
+        if encoder_attention_mask is not None:
+            if encoder_attention_mask.shape != encoder_hidden_states.shape[:2]:
+                raise ValueError(f"encoder_attention_mask must have shape {tuple(encoder_hidden_states.shape[:2])}"
+                                 f" (one entry per token), got {tuple(encoder_attention_mask.shape)}.")
+            tokens["encoder_attention_mask"] = encoder_attention_mask.to(model_input.device)
+        return tokens
 
     def _check_sample(self, sample: torch.Tensor) -> int:
         config = self.config

@@ -50,7 +50,8 @@ class _Guidance(NamedTuple):
 
     scale: float  # w
     guide_unet: EDMPreconditionedUNet2DModel | None  # autoguidance; None: classifier-free guidance
-    labels: torch.Tensor | None  # classifier-free guidance: the label vectors followed by as many all-zero rows
+    conditions: dict[str, torch.Tensor] | None  # classifier-free guidance: the unet's conditioning arguments for the
+    # conditional rows followed by as many unconditional ones (all-zero labels, or the negative prompt's embeddings)
 
 
 class EDMPipeline(DiffusionPipeline):
@@ -125,6 +126,23 @@ class EDMPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
     ) -> None:
         super().__init__()
+        self._register_sampler_parts(unet, scheduler, guide_unet, vae, guidance_scale, guidance_interval,
+                                     num_inference_steps)
+        id2label = None if id2label is None else {str(int(key)): str(name) for key, name in id2label.items()}
+        self.register_to_config(id2label=id2label)
+        self.labels = _label_ids(id2label)
+
+    def _register_sampler_parts(
+        self,
+        unet: EDMPreconditionedUNet2DModel,
+        scheduler: SchedulerMixin,
+        guide_unet: EDMPreconditionedUNet2DModel | None,
+        vae: AutoencoderKL | None,
+        guidance_scale: float,
+        guidance_interval: Sequence[float] | None,
+        num_inference_steps: int | None,
+    ) -> None:
+        """Checks and registers the components and sampling defaults every EDM pipeline has."""
         _check_denoiser(unet, "unet")
         if guide_unet is not None:
             _check_guide(unet, guide_unet)
@@ -133,12 +151,10 @@ class EDMPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, guide_unet=guide_unet, vae=vae)
         _check_guidance_scale(guidance_scale)
         guidance_interval = None if guidance_interval is None else list(_check_interval(guidance_interval))
-        id2label = None if id2label is None else {str(int(key)): str(name) for key, name in id2label.items()}
         if num_inference_steps is not None:
             num_inference_steps = check_num_inference_steps(num_inference_steps)
-        self.register_to_config(id2label=id2label, guidance_scale=float(guidance_scale),
-                                guidance_interval=guidance_interval, num_inference_steps=num_inference_steps)
-        self.labels = _label_ids(id2label)
+        self.register_to_config(guidance_scale=float(guidance_scale), guidance_interval=guidance_interval,
+                                num_inference_steps=num_inference_steps)
         self._interrupt = False
         self._num_timesteps = None
         self._cuda_graph_steps = False  # the denoisers replay CUDA graphs (set by `enable_fast_sampling`)
@@ -404,9 +420,36 @@ class EDMPipeline(DiffusionPipeline):
         batch_size, guidance_scale, interval = self.check_inputs(batch_size, seeds, generator, latents, output_type,
                                                  callback_on_step_end_tensor_inputs, sigmas, guidance_scale,
                                                  guidance_interval)
-        device = self._execution_device
         if seeds is not None:
-            generator = [torch.Generator(device).manual_seed(int(seed) % 2**32) for seed in seeds]
+            generator = [torch.Generator(self._execution_device).manual_seed(int(seed) % 2**32) for seed in seeds]
+
+        def conditioning() -> tuple[dict[str, Any], dict[str, Any] | None]:
+            labels = self.prepare_class_labels(class_labels, batch_size, generator, self._execution_device)
+            return {"class_labels": labels}, self._unconditional_labels(labels) if self.guide_unet is None else None
+
+        return self._generate(family, batch_size, conditioning, num_inference_steps, generator, latents, output_type,
+                              return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, sigmas,
+                              guidance_scale, interval)
+
+    def _generate(
+        self,
+        family: SchedulerFamily,
+        batch_size: int,
+        conditioning: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]],
+        num_inference_steps: int | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        output_type: str,
+        return_dict: bool,
+        callback_on_step_end: Callable | None,
+        callback_on_step_end_tensor_inputs: list[str],
+        sigmas: list[float] | None,
+        guidance_scale: float,
+        interval: tuple[float, float] | None,
+    ) -> ImagePipelineOutput | tuple:
+        """The sampling of a checked call. `conditioning()` (called after the initial noise is drawn) returns the unet's
+        conditioning arguments and, for classifier-free guidance, those of the unconditional branch."""
+        device = self._execution_device
         state_dtype = self._state_dtype(family, device)
         if num_inference_steps is None:
             num_inference_steps = self.config.get("num_inference_steps") or DEFAULT_NUM_INFERENCE_STEPS
@@ -417,10 +460,10 @@ class EDMPipeline(DiffusionPipeline):
         self._check_noise_levels(family, evaluations)
 
         sample = self.prepare_latents(batch_size, generator, latents, state_dtype, device)
-        labels = self.prepare_class_labels(class_labels, batch_size, generator, device)
+        condition, unconditional = conditioning()
         if family.edm_sampler:
             sample = self.scheduler.add_initial_churn(sample, generator)
-        guidance = None if interval is None else self._guidance(guidance_scale, labels)
+        guidance = None if interval is None else self._guidance(guidance_scale, condition, unconditional)
 
         # Everything the loop needs is laid out here, so that the loop never synchronises with the device: σ of each
         # evaluation as its own device tensor (a compiled network sees a tensor, not a Python float it would
@@ -446,7 +489,7 @@ class EDMPipeline(DiffusionPipeline):
                     x = x * evaluation.input_scale
                 if self._cuda_graph_steps:
                     torch.compiler.cudagraph_mark_step_begin()  # each evaluation is a new cudagraph-trees step
-                denoised = self._denoise(x, model_sigmas[i], labels, guidance if evaluation.guided else None)
+                denoised = self._denoise(x, model_sigmas[i], condition, guidance if evaluation.guided else None)
                 if self._cuda_graph_steps:
                     denoised = denoised.clone()  # out of the graph's output memory, which the next replay reuses
                 model_output = denoised
@@ -528,13 +571,17 @@ class EDMPipeline(DiffusionPipeline):
                 f"guidance_scale={guidance_scale} needs a guide: the unet is unconditional, so classifier-free guidance"
                 " is not possible; set pipe.guide_unet (autoguidance) or use guidance_scale=1.0."
             )
-        elif _trained_label_dropout(self.unet.config) == 0:
+        elif self._untrained_unconditional_branch():
             warnings.warn(
                 "Classifier-free guidance with a unet trained without label dropout (its config records"
                 " label_dropout 0): its unconditional branch never saw the all-zero label, so guidance may hurt. Train"
                 " with --label_dropout (e.g. 0.1), or set pipe.guide_unet for autoguidance.", UserWarning,
                 stacklevel=3)
         return interval
+
+    def _untrained_unconditional_branch(self) -> bool:
+        """Whether the unet's config says it never learned the unconditional branch of classifier-free guidance."""
+        return _trained_label_dropout(self.unet.config) == 0
 
     def _check_noise_levels(self, family: SchedulerFamily, evaluations: list[PlannedEvaluation]) -> None:
         """A `ValueError` when the scheduler evaluates the unet (or the guide) at a σ outside the range it supports
@@ -557,29 +604,42 @@ class EDMPipeline(DiffusionPipeline):
                     " EDMHeunScheduler, which clamps its schedule to the unet's range."
                 )
 
-    def _guidance(self, guidance_scale: float, labels: torch.Tensor | None) -> _Guidance:
-        """The run's guidance: autoguidance by the guide_unet, else classifier-free guidance with the label vectors of
-        `labels` followed by as many all-zero rows (EDM's "no label")."""
-        if self.guide_unet is not None:
-            return _Guidance(float(guidance_scale), self.guide_unet, None)
+    def _unconditional_labels(self, labels: torch.Tensor | None) -> dict[str, Any] | None:
+        """The conditioning of classifier-free guidance's unconditional branch: all-zero label vectors (EDM's "no
+        label"); `None` for an unconditional unet."""
+        if labels is None:
+            return None
         vectors = labels if labels.is_floating_point() else torch.nn.functional.one_hot(
             labels, self.unet.config.num_class_labels).to(torch.float32)
-        return _Guidance(float(guidance_scale), None, torch.cat([vectors, torch.zeros_like(vectors)]))
+        return {"class_labels": torch.zeros_like(vectors)}
+
+    def _guidance(self, guidance_scale: float, condition: dict[str, Any],
+                  unconditional: dict[str, Any] | None) -> _Guidance:
+        """The run's guidance: autoguidance by the guide_unet, else classifier-free guidance with the conditional
+        arguments followed by the unconditional ones, in one batch."""
+        if self.guide_unet is not None:
+            return _Guidance(float(guidance_scale), self.guide_unet, None)
+        conditions = {}
+        for name, value in condition.items():
+            if name == "class_labels" and not value.is_floating_point():
+                value = torch.nn.functional.one_hot(value, self.unet.config.num_class_labels).to(torch.float32)
+            conditions[name] = torch.cat([value, unconditional[name].to(value.dtype)])
+        return _Guidance(float(guidance_scale), None, conditions)
 
     def _denoise(
-        self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None, guidance: _Guidance | None
+        self, x: torch.Tensor, sigma: torch.Tensor, condition: dict[str, Any], guidance: _Guidance | None
     ) -> torch.Tensor:
         """D(x; σ), guided when `guidance` is given: D_guide + w (D − D_guide) (EDM2's `lerp`), D_guide being the
-        guide_unet's (autoguidance) or the unet's given no label, evaluated in one batch with the conditional branch
-        (classifier-free guidance)."""
+        guide_unet's (autoguidance; given the conditioning it takes) or the unet's unconditional branch, evaluated in
+        one batch with the conditional one (classifier-free guidance)."""
         if guidance is None:
-            return self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
+            return self.unet(x, sigma, **condition, return_dict=False)[0]
         if guidance.guide_unet is not None:
-            denoised = self.unet(x, sigma, class_labels=labels, return_dict=False)[0]
-            guide_labels = labels if guidance.guide_unet.config.num_class_labels else None
-            guide = guidance.guide_unet(x, sigma, class_labels=guide_labels, return_dict=False)[0].to(denoised.dtype)
+            denoised = self.unet(x, sigma, **condition, return_dict=False)[0]
+            guide_condition = _condition_for(guidance.guide_unet, condition)
+            guide = guidance.guide_unet(x, sigma, **guide_condition, return_dict=False)[0].to(denoised.dtype)
         else:
-            both = self.unet(torch.cat([x, x]), sigma, class_labels=guidance.labels, return_dict=False)[0]
+            both = self.unet(torch.cat([x, x]), sigma, **guidance.conditions, return_dict=False)[0]
             denoised, guide = both.chunk(2)
         return torch.lerp(guide, denoised, guidance.scale)
 
@@ -673,6 +733,16 @@ class EDMPipeline(DiffusionPipeline):
         result = super().load_config(*args, **kwargs)
         resolve_loader_class_name(result[0] if isinstance(result, tuple) else result)
         return result
+
+
+def _condition_for(denoiser: EDMPreconditionedUNet2DModel, condition: dict[str, Any]) -> dict[str, Any]:
+    """The part of the unet's conditioning arguments a guide takes: none for an unconditional guide, no text tokens
+    for one without cross-attention."""
+    if not denoiser.config.num_class_labels:
+        return {}
+    if not denoiser.config.get("cross_attention_dim", 0):
+        return {name: value for name, value in condition.items() if not name.startswith("encoder_")}
+    return condition
 
 
 def _label_ids(id2label: Mapping[str, str] | None) -> dict[str, int]:

@@ -20,7 +20,7 @@ LOADER_SOURCE = f'''"""Written by diffusers-edm: lets `DiffusionPipeline.from_pr
 trust_remote_code=True)` load this pipeline. It runs nothing but an import of the installed diffusers-edm package."""
 
 try:
-    from diffusers_edm import EDMPipeline  # noqa: F401
+    from diffusers_edm import EDMPipeline, EDMTextToImagePipeline  # noqa: F401
 except ImportError as error:
     raise ImportError("This pipeline needs the diffusers-edm package. {INSTALL_HINT}.") from error
 '''

@@ -280,10 +280,15 @@ TINY_TEXT_WORDS = ("a", "thick", "thin", "digit", "zero", "one", "two", "three",
 
 
 def save_tiny_text_encoder(folder, words=TINY_TEXT_WORDS, hidden_size: int = 16, max_length: int = 8,
-                           seed: int = 0):
+                           seed: int = 0, bag_of_words: bool = False):
     """A randomly initialised `CLIPTextModel` and a `CLIPTokenizer` over a small word-level vocabulary (each word one
     token, through BPE merges written for it), saved as a CLIP repository is: `text_encoder/` and `tokenizer/` under
-    `folder`. Returns (text_encoder, tokenizer)."""
+    `folder`. Returns (text_encoder, tokenizer).
+
+    A freshly initialised CLIP barely separates prompts of the same length (its pooled outputs have cosine ≈ 0.99);
+    `bag_of_words` makes every token attend uniformly to the ones before it (zero query/key weights, identity values)
+    over N(0, 1) word embeddings without positions, so that the pooled output is mostly the mean of the prompt's
+    words, as distinct as a trained encoder's (cosine ≈ 0.88 for prompts differing in one of three words)."""
     import json
     from pathlib import Path
 
@@ -319,5 +324,14 @@ def save_tiny_text_encoder(folder, words=TINY_TEXT_WORDS, hidden_size: int = 16,
                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length,
                             bos_token_id=0, eos_token_id=1, pad_token_id=1)
     text_encoder = CLIPTextModel(config).eval()
+    if bag_of_words:
+        with torch.no_grad():
+            for name, parameter in text_encoder.named_parameters():
+                if name.endswith("token_embedding.weight"):
+                    parameter.normal_(0, 1)
+                elif name.endswith("position_embedding.weight") or "q_proj" in name or "k_proj" in name:
+                    parameter.zero_()
+                elif name.endswith(("v_proj.weight", "out_proj.weight")):
+                    parameter.copy_(torch.eye(hidden_size) * (5 if "out_proj" in name else 1))
     text_encoder.save_pretrained(folder / "text_encoder")
     return text_encoder, tokenizer

@@ -33,6 +33,10 @@ from ..training.settings import (
 from ..training.trainer import EDMTrainer
 from .common import OneLineErrorParser, reported_errors
 
+DEFAULT_CAPTION_DROPOUT = 0.1
+"""--caption_dropout of a text-to-image run that gives none (the share of empty prompts classifier-free guidance
+commonly trains with)."""
+
 PROG = "train_edm.py"
 
 
@@ -73,6 +77,9 @@ def build_parser() -> OneLineErrorParser:
                            "(folder or uncompressed zip of PNGs with dataset.json). Default: the embedded digits.")
     data.add_argument("--image_column", default="image", help="Image column of --dataset_name.")
     data.add_argument("--label_column", default="label", help="Label column of --dataset_name or the metadata file.")
+    data.add_argument("--caption_column", default=None,
+                      help="Train text-to-image on captions: the caption column of --dataset_name or of the image "
+                           "folder's metadata.jsonl/csv (needs --text_encoder; class labels are then not used).")
     data.add_argument("--resolution", type=int, default=None,
                       help=f"Training resolution in pixels (images are resized). Default: the data's own size "
                            f"({DIGITS_DEFAULT_RESOLUTION} for the digits).")
@@ -120,6 +127,13 @@ def build_parser() -> OneLineErrorParser:
     model.add_argument("--model_config", default=None,
                        help="JSON file with the EDMPreconditionedUNet2DModel configuration; overrides the "
                             "architecture flags below.")
+    model.add_argument("--text_encoder", default=None, metavar="ID_OR_PATH",
+                       help="--caption_column: the frozen CLIP text encoder (Hub id or folder, e.g. "
+                            "openai/clip-vit-base-patch32, or a pipeline with text_encoder/ and tokenizer/). Its "
+                            "pooled embedding enters the label path of every backbone; edm2 and unet_2d also "
+                            "cross-attend to its tokens at --attn_resolutions. The captions are encoded once, before "
+                            "training, into a cache next to the decoded images; the saved pipeline holds the encoder "
+                            "and its tokenizer.")
     model.add_argument("--arch", choices=ARCHITECTURES, default="ddpmpp",
                        help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), EDM2's "
                             "magnitude-preserving U-Net ('edm2', which also makes EDM2's recipe the default: "
@@ -139,6 +153,9 @@ def build_parser() -> OneLineErrorParser:
                        help="Probability of training an image without its class label (the all-zero label, EDM's "
                             "'no label'), so that the model also learns the unconditional denoiser that "
                             "classifier-free guidance needs (e.g. 0.1); conditional data only.")
+    model.add_argument("--caption_dropout", type=float, default=None,
+                       help="--caption_column: probability of training an image with the empty prompt instead of its "
+                            "caption, which teaches the null condition of classifier-free guidance (default 0.1).")
     model.add_argument("--precond", choices=TRAINABLE_PRECONDITIONINGS, default=None,
                        help="Preconditioning and loss (Table 1): EDM's, or the VP / VE baselines of Song et al. (their "
                             "σ distribution and λ(σ) = 1/σ²). Default: edm, or that of --model_config / the "
@@ -328,6 +345,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
          "--random_flip mirrors images, not latents: with --vae pass --xflip (both orientations are encoded)"),
         (args.phema_export_std is None or bool(args.phema_stds),
          "--phema_export_std needs tracked post-hoc EMAs: pass --phema_stds (e.g. 0.05,0.10)"),
+        ((args.caption_column is None) == (args.text_encoder is None),
+         "--caption_column and --text_encoder go together: captions need a text encoder, and the text encoder "
+         "encodes the captions"),
+        (args.caption_dropout is None or 0 <= args.caption_dropout < 1, "--caption_dropout must lie in [0, 1)"),
+        (args.caption_dropout is None or args.caption_column is not None,
+         "--caption_dropout drops captions: it needs --caption_column"),
+        (args.caption_column is None or not args.label_dropout,
+         "--label_dropout drops class labels; a text model drops captions with --caption_dropout"),
+        (args.caption_column is None or args.eval_every is None,
+         "--eval_every scores class-conditional and unconditional models; score a text model's saved pipeline with "
+         "its prompts instead"),
     ]
     for ok, message in checks:
         if not ok:
@@ -339,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.phema_every = Interval(max(args.duration_kimg / 16, 1.0), "kimg")  # file names count whole kimg
     if args.eval_detector is None:
         args.eval_detector = "inception" if args.dataset_name or args.train_data_dir else "digits"
+    if args.caption_column is not None and args.caption_dropout is None:
+        args.caption_dropout = DEFAULT_CAPTION_DROPOUT
     return args
 
 

@@ -39,6 +39,9 @@ class DataConfig:
             The class-label column of a Hugging Face dataset or of an image folder's metadata file. `None` disables
             labels for every source. When the default `"label"` column does not exist, the data are treated as
             unlabelled; any other missing column name is an error.
+        caption_column (`str`, *optional*):
+            The caption column of a Hugging Face dataset or of an image folder's metadata file: the data are then
+            captioned image-text pairs (text-to-image training) and class labels are not used.
         resolution (`int`, *optional*):
             Side of the square training images; images of another size are resized with PIL's LANCZOS filter like
             EDM's `dataset_tool.py` (the digits are upsampled bilinearly instead). `None` keeps the native size, which
@@ -81,6 +84,7 @@ class DataConfig:
     train_data_dir: str | None = None
     image_column: str = "image"
     label_column: str | None = DEFAULT_LABEL_COLUMN
+    caption_column: str | None = None
     resolution: int | None = None
     center_crop: bool = False
     xflip: bool = False
@@ -106,5 +110,7 @@ def check_config(config: DataConfig) -> None:
         )
     if config.conditional is True and config.label_column is None:
         raise DatasetError("Class-conditional training needs labels, but label_column is None. Name a label column.")
+    if config.caption_column is not None and config.conditional:
+        raise DatasetError("--caption_column trains on captions, not class labels; drop --conditional.")
     if config.num_workers < 0:
         raise DatasetError(f"--dataloader_num_workers must be 0 or more, got {config.num_workers}.")

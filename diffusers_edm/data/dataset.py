@@ -75,6 +75,9 @@ class EDMImageDataset(torch.utils.data.Dataset):
             A short human-readable description of the data, e.g. for a model card.
         xflip (`bool`, defaults to `False`):
             Append mirrored copies: items `N..2N-1` are items `0..N-1` flipped along the width axis.
+        captions (`list[str]`, *optional*):
+            The caption of every image (captioned data): the label of an item is then the int64 index of its caption
+            in `caption_texts` (the distinct captions, sorted).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class EDMImageDataset(torch.utils.data.Dataset):
         class_names: list[str] | None,
         source_description: str,
         xflip: bool = False,
+        captions: list[str] | None = None,
     ):
         if len(images.shape) != 4 or images.shape[2] != images.shape[3]:
             raise ValueError(f"`images` must be [N, C, H, H], got shape {tuple(images.shape)}.")
@@ -96,6 +100,13 @@ class EDMImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"`class_indices` must have shape [{images.shape[0]}], got {tuple(class_indices.shape)}.")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"Got {len(class_names)} class names for {num_classes} classes.")
+        if captions is not None and (num_classes or len(captions) != images.shape[0]):
+            raise ValueError(f"Pass one caption per image ({images.shape[0]}) and no class labels with captions.")
+        self.caption_texts = sorted(set(captions)) if captions is not None else None
+        self._caption_indices = None
+        if captions is not None:
+            index_of = {caption: index for index, caption in enumerate(self.caption_texts)}
+            self._caption_indices = torch.tensor([index_of[caption] for caption in captions], dtype=torch.int64)
         self._images = images
         self._class_indices = class_indices
         self.num_classes = num_classes
@@ -122,7 +133,10 @@ class EDMImageDataset(torch.utils.data.Dataset):
         return self.num_images * (2 if self.xflip else 1)
 
     def label(self, index: int) -> torch.Tensor:
-        """The one-hot label of item `index` (empty for unconditional data), without reading its image."""
+        """The one-hot label of item `index` (empty for unconditional data; its caption index for captioned data),
+        without reading its image."""
+        if self._caption_indices is not None:
+            return self._caption_indices[index % len(self) % self.num_images].clone()
         label = torch.zeros(self.num_classes, dtype=torch.float32)
         if self._class_indices is not None:
             label[self._class_indices[index % len(self) % self.num_images]] = 1.0
@@ -137,8 +151,11 @@ class EDMImageDataset(torch.utils.data.Dataset):
         else:
             pixels = digest(images.contiguous().numpy().tobytes())
         labels = None if self._class_indices is None else digest(self._class_indices.numpy().tobytes())
+        captions = None if self._caption_indices is None else digest(
+            {"texts": self.caption_texts, "indices": digest(self._caption_indices.numpy().tobytes())})
         return digest({"images": pixels, "dtype": str(images.dtype), "labels": labels,
-                       "classes": [self.num_classes, self.class_names], "xflip": self.xflip})
+                       "classes": [self.num_classes, self.class_names], "xflip": self.xflip,
+                       **({"captions": captions} if captions is not None else {})})
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         length = len(self)
@@ -199,7 +216,7 @@ def _shape(records: ImageRecords, config: DataConfig) -> DatasetShape:
     if records.count == 0:
         raise DatasetError(f"{records.description} contains no images. Point --train_data_dir or --dataset_name at a "
                            "dataset with images.")
-    _, num_classes, _ = resolve_labels(records, config)
+    num_classes = 0 if records.captions is not None else resolve_labels(records, config)[1]
     first = decode_image(records.reader, int(select_subset(records.count, config.max_train_samples, config.seed)[0]),
                           config.resolution, config.center_crop)
     if isinstance(first, str):
@@ -215,6 +232,9 @@ def _digits_dataset(config: DataConfig) -> EDMImageDataset:
     """scikit-learn's 8x8 digits: pixel values 0..16 scaled by `x / 8 - 1`, bilinearly upsampled to `resolution`."""
     from sklearn.datasets import load_digits
 
+    if config.caption_column is not None:
+        raise DatasetError("--caption_column needs captioned data: the built-in digits have class labels only; pass"
+                           " --train_data_dir with an image folder and a metadata.jsonl of captions.")
     digits = load_digits()
     resolution = config.resolution if config.resolution is not None else DIGITS_DEFAULT_RESOLUTION
     use_labels = config.conditional is not False and config.label_column is not None
@@ -240,7 +260,8 @@ def _assemble(records: ImageRecords, config: DataConfig) -> EDMImageDataset:
             f"{records.description} contains no images (image files are recognised by extension, e.g. .png, .jpg). "
             "Point --train_data_dir or --dataset_name at a dataset with images."
         )
-    class_indices, num_classes, class_names = resolve_labels(records, config)
+    class_indices, num_classes, class_names = (None, 0, None) if records.captions is not None else \
+        resolve_labels(records, config)
     selected = select_subset(records.count, config.max_train_samples, config.seed)
     dataset = EDMImageDataset(
         images=_load_images(records, selected, config),
@@ -249,15 +270,16 @@ def _assemble(records: ImageRecords, config: DataConfig) -> EDMImageDataset:
         class_names=class_names,
         source_description=records.description,
         xflip=config.xflip,
+        captions=None if records.captions is None else [records.captions[i] for i in selected],
     )
     logger.info(
-        "Loaded %d images of %dx%dx%d from %s (%d classes%s).",
+        "Loaded %d images of %dx%dx%d from %s (%s%s).",
         dataset.num_images,
         dataset.num_channels,
         dataset.resolution,
         dataset.resolution,
         records.description,
-        num_classes,
+        f"{len(dataset.caption_texts)} distinct captions" if dataset.caption_texts else f"{num_classes} classes",
         ", x-flip doubles the length" if config.xflip else "",
     )
     return dataset

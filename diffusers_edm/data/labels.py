@@ -90,9 +90,11 @@ def resolve_labels(records: ImageRecords, config: DataConfig) -> tuple[np.ndarra
 
 
 def labels_from_metadata(
-    root: Path, metadata_path: Path, names: Sequence[str], label_column: str | None, conditional: bool | None
+    root: Path, metadata_path: Path, names: Sequence[str], label_column: str | None, conditional: bool | None,
+    flag: str = "--label_column",
 ) -> list[object] | None:
-    """Per-image labels from an `imagefolder` metadata file (`file_name` relative to `root`), `None` if absent."""
+    """Per-image labels (or, with `flag="--caption_column"`, captions) from an `imagefolder` metadata file (`file_name`
+    relative to `root`), `None` if absent."""
     try:
         data = metadata_path.read_bytes()
     except OSError as error:
@@ -124,9 +126,10 @@ def labels_from_metadata(
         return None
     if label_column not in columns:
         if conditional or label_column != DEFAULT_LABEL_COLUMN:
+            what = "caption" if flag == "--caption_column" else "label"
             raise DatasetError(
-                f"{metadata_path} has no label column '{label_column}'; its columns are {columns}. Pass "
-                "--label_column with one of them, or --unconditional."
+                f"{metadata_path} has no {what} column '{label_column}'; its columns are {columns}. Pass "
+                f"{flag} with one of them" + (", or --unconditional." if flag == "--label_column" else ".")
             )
         return None
     labels = [label_of.get(name) for name in names]
@@ -135,6 +138,15 @@ def labels_from_metadata(
         if all(label is None or _INTEGER_STRING.match(label) for label in labels):
             labels = [None if label is None else int(label) for label in labels]
     return labels
+
+
+def check_captions(captions: Sequence[object], describe, source: str) -> list[str]:
+    """The captions as strings; a `DatasetError` naming the first image without one (a missing or non-text value)."""
+    for index, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise DatasetError(f"{describe(index)} has no caption in {source} (found {caption!r}); give every image a"
+                               " text caption (an empty string is allowed) or remove it.")
+    return list(captions)
 
 
 def decode_text(data: bytes, source: str) -> str:

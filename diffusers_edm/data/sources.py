@@ -17,7 +17,7 @@ from PIL import Image
 from ..environment import offline
 from ..errors import DatasetError, first_line
 from .config import DEFAULT_LABEL_COLUMN, DataConfig
-from .labels import edm_labels, labels_from_metadata
+from .labels import check_captions, edm_labels, labels_from_metadata
 
 if TYPE_CHECKING:
     import datasets
@@ -151,7 +151,7 @@ class ImageRecords:
     is pickled into decoding worker processes. `labels` holds one raw label per image (`None` where an image has
     none), or is `None` when the source has no labels at all. `class_names`, when given, means the labels are indices
     into it. `label_source` names where the labels come from (e.g. the metadata file); `label_hint` tells users how
-    to add labels.
+    to add labels. `captions` holds every image's caption for captioned data (`DataConfig.caption_column`).
     """
 
     reader: ImageReader
@@ -160,6 +160,7 @@ class ImageRecords:
     description: str
     label_source: str
     label_hint: str
+    captions: list[str] | None = None
 
     @property
     def count(self) -> int:
@@ -217,6 +218,16 @@ def _imagefolder_records(root: Path, config: DataConfig) -> ImageRecords:
     names = list_image_files(root)
     metadata_path = next((root / name for name in METADATA_FILE_NAMES if (root / name).is_file()), None)
     labels, class_names = None, None
+    if config.caption_column is not None:
+        if metadata_path is None:
+            raise DatasetError(f"--caption_column {config.caption_column}: image folder {root} has no metadata.jsonl"
+                               " or metadata.csv; add one with 'file_name' and"
+                               f" '{config.caption_column}' columns (one row per image).")
+        captions = labels_from_metadata(root, metadata_path, names, config.caption_column, True, "--caption_column")
+        return ImageRecords(reader=_FileImages(root, names), labels=None, class_names=None,
+                            description=f"image folder {root}", label_source=str(metadata_path),
+                            label_hint=f"give every image a '{config.caption_column}' value in {metadata_path.name}",
+                            captions=check_captions(captions, lambda i: names[i], str(metadata_path)))
     if metadata_path is not None:
         labels = labels_from_metadata(root, metadata_path, names, config.label_column, config.conditional)
         label_hint = f"give every image a '{config.label_column}' value in {metadata_path.name}"
@@ -243,6 +254,7 @@ def _imagefolder_records(root: Path, config: DataConfig) -> ImageRecords:
 
 def _edm_folder_records(root: Path, config: DataConfig) -> ImageRecords:
     """An EDM dataset folder (PNGs plus `dataset.json`, as written by EDM's `dataset_tool.py`)."""
+    _refuse_captions(config, f"EDM dataset {root}")
     names = list_image_files(root)
     labels_path = root / EDM_LABELS_FILE_NAME
     labels = None
@@ -260,6 +272,7 @@ def _edm_folder_records(root: Path, config: DataConfig) -> ImageRecords:
 
 def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -> ImageRecords:
     """An EDM dataset zip (PNGs and an optional `dataset.json` at the archive root)."""
+    _refuse_captions(config, f"EDM dataset {path}")
     extensions = image_extensions()
     members = set(archive.namelist())
     names = sorted(name for name in members if not name.endswith("/") and is_image_name(name, extensions))
@@ -274,6 +287,12 @@ def _edm_zip_records(path: Path, archive: zipfile.ZipFile, config: DataConfig) -
         label_source=f"{EDM_LABELS_FILE_NAME} in {path}",
         label_hint=f"add a {EDM_LABELS_FILE_NAME} listing every image with its class index to {path}",
     )
+
+
+def _refuse_captions(config: DataConfig, description: str) -> None:
+    if config.caption_column is not None:
+        raise DatasetError(f"{description} has class labels, not captions; for --caption_column use an image folder"
+                           " with a metadata.jsonl or a datasets dataset with a caption column.")
 
 
 def _hub_records(config: DataConfig) -> ImageRecords:
@@ -297,8 +316,15 @@ def _hub_records(config: DataConfig) -> ImageRecords:
             f"Dataset {source} has no image column '{config.image_column}'; its columns are {columns}. Pass "
             "--image_column with one of them."
         )
-    labels, class_names = None, None
+    labels, class_names, captions = None, None, None
     label_column = config.label_column
+    if config.caption_column is not None:
+        if config.caption_column not in columns:
+            raise DatasetError(f"Dataset {source} has no caption column '{config.caption_column}'; its columns are"
+                               f" {columns}. Pass --caption_column with one of them.")
+        captions = check_captions(list(dataset[config.caption_column]), lambda i: f"row {i} of {source}",
+                                  f"column '{config.caption_column}'")
+        label_column = None
     if label_column is not None and label_column not in columns:
         if config.conditional or label_column != DEFAULT_LABEL_COLUMN:
             raise DatasetError(
@@ -330,4 +356,5 @@ def _hub_records(config: DataConfig) -> ImageRecords:
         description=source,
         label_source=f"column '{label_column}'",
         label_hint=f"give every row a value in column '{label_column or DEFAULT_LABEL_COLUMN}'",
+        captions=captions,
     )

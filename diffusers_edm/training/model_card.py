@@ -42,7 +42,8 @@ average of the training weights).
 {% endif %}
 {% if grid_path %}![Samples]({{ grid_path }})
 
-*EMA samples after {{ kimg }} kimg ({{ steps }} steps){% if conditional %}, one row per class{% endif %}.*
+*EMA samples after {{ kimg }} kimg ({{ steps }} steps){% if prompts %}, one row per prompt{% elif conditional %},
+one row per class{% endif %}.*
 {% endif %}
 {% if evaluation %}
 ## Evaluation
@@ -56,7 +57,22 @@ average of the training weights).
 
 ## Usage
 
-```python
+{% if prompts %}```python
+import torch
+from diffusers_edm import EDMTextToImagePipeline
+
+pipe = EDMTextToImagePipeline.from_pretrained("{{ repo_id }}")
+images = pipe({{ prompts[0] | tojson }}, num_images_per_prompt=8, guidance_scale=2.0, num_inference_steps=18,
+              generator=torch.Generator().manual_seed(0)).images
+```
+
+The prompts are encoded by `{{ text_encoder }}` (the pipeline's `text_encoder` and `tokenizer`); classifier-free
+guidance contrasts them with the empty prompt, which the training showed in place of
+{{ "%g" | format(caption_dropout * 100) }}% of the captions. Example prompts from the training captions:
+{% for prompt in prompts %}
+- "{{ prompt }}"
+{%- endfor %}
+{% else %}```python
 import torch
 from diffusers_edm import EDMPipeline
 
@@ -64,6 +80,7 @@ pipe = EDMPipeline.from_pretrained("{{ repo_id }}")
 images = pipe(batch_size=8,{% if conditional %} class_labels={{ example_label }},{% endif %} num_inference_steps=18,
               generator=torch.Generator().manual_seed(0)).images
 ```
+{% endif %}
 
 {{ install_hint }}. `DiffusionPipeline.from_pretrained("{{ repo_id }}",
 trust_remote_code=True)` also works once it is installed: the repository's `pipeline_diffusers_edm.py` only imports it.
@@ -103,7 +120,9 @@ CARD_SETTINGS = {
     "attn_resolutions": "attention resolutions", "dropout": "dropout", "label_dropout": "label dropout",
     "model_config": "model config", "pretrained_model_name_or_path": "fine-tuned from", "precond": "preconditioning",
     "sigma_data": "σ_data", "p_mean": "P_mean", "p_std": "P_std", "augment_p": "augmentation probability",
-    "vae": "VAE (latent space)", "loss": "loss", "duration_kimg": "duration (kimg)", "learning_rate": "learning rate",
+    "vae": "VAE (latent space)", "caption_column": "caption column", "text_encoder": "text encoder",
+    "caption_dropout": "caption dropout", "loss": "loss", "duration_kimg": "duration (kimg)",
+    "learning_rate": "learning rate",
     "lr_schedule": "lr schedule", "ref_batches": "lr decay after (steps)", "lr_rampup_kimg": "lr ramp-up (kimg)",
     "adam_beta2": "Adam β₂", "ema_halflife_kimg": "EMA half-life (kimg)", "phema_stds": "post-hoc EMA σ_rel",
     "phema_export_std": "exported post-hoc EMA σ_rel",
@@ -130,7 +149,7 @@ def _public_value(key: str, value: object) -> str:
     """A setting as shown in the card: paths by their file or folder name, URLs and everything else as they are."""
     if not isinstance(value, str) or "://" in value:
         return str(value)
-    hub_or_path = key in ("dataset_name", "pretrained_model_name_or_path", "vae")
+    hub_or_path = key in ("dataset_name", "pretrained_model_name_or_path", "vae", "text_encoder")
     if key in PATH_KEYS or _is_absolute(value) or (hub_or_path and _is_local_path(value)):
         return _file_name(value)
     return value
@@ -182,13 +201,18 @@ def write_model_card(
     loss_description: str,
     base_model: str | None = None,
     class_names: list[str] | None = None,
+    prompts: list[str] | None = None,
 ) -> Path:
     """Writes README.md with YAML metadata (library diffusers, unconditional-image-generation, tags edm,
     diffusers_edm and diffusers-training; with `evaluation`, a model-index of the latest and best score), the training
     configuration, the latest sample grid, the evaluation and a usage snippet. `loss_description` states the training
     loss; `base_model` is the fine-tuned model (a Hub id becomes the `base_model` metadata). An existing README.md
     keeps its text outside the generated section and its own metadata keys (see `merge_model_card`). No local path
-    is shown. `class_names` (a conditional model's) make the usage example ask for a class by name."""
+    is shown. `class_names` (a conditional model's) make the usage example ask for a class by name; `prompts` (a
+    text-to-image model's example captions) make it a text-to-image card, with the text encoder as a base model."""
+    text_encoder = config.get("text_encoder") if prompts else None
+    if base_model is None and text_encoder is not None:
+        base_model = text_encoder
     hub_base_model = base_model if base_model is not None and not _is_local_path(base_model) else None
     if hub_dataset is not None and _is_local_path(hub_dataset):
         dataset_description = f"{dataset_description} ({_file_name(hub_dataset)})"
@@ -198,9 +222,10 @@ def write_model_card(
     card_data = ModelCardData(
         library_name="diffusers",
         # The Hub has no class-conditional task: a conditional model gets no pipeline_tag, and the tag instead.
-        pipeline_tag=None if num_classes else "unconditional-image-generation",
+        pipeline_tag="text-to-image" if prompts else None if num_classes else "unconditional-image-generation",
         license=config.get("license", "apache-2.0"),
-        tags=TAGS + (["class-conditional", "image-generation"] if num_classes else ["unconditional-image-generation"]),
+        tags=TAGS + (["text-to-image"] if prompts else ["class-conditional", "image-generation"] if num_classes
+                     else ["unconditional-image-generation"]),
         datasets=[hub_dataset] if hub_dataset else None,
         eval_results=(_eval_results(evaluation, dataset_description, hub_dataset, bool(num_classes)) if evaluation
                       else None),
@@ -213,7 +238,10 @@ def write_model_card(
         model_name=model_name,
         repo_id=repo_id,
         dataset_description=dataset_description,
-        conditioning=f"class-conditional ({num_classes} classes)" if num_classes else "unconditional",
+        conditioning=("text-to-image (captions)" if prompts else f"class-conditional ({num_classes} classes)"
+                      if num_classes else "unconditional"),
+        prompts=prompts, text_encoder=_public_value("text_encoder", text_encoder) if text_encoder else None,
+        caption_dropout=config.get("caption_dropout") or 0,
         conditional=bool(num_classes),
         example_label=repr(class_names[0]) if class_names else 0,
         install_hint=INSTALL_HINT,

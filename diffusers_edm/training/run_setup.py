@@ -30,16 +30,30 @@ from .model_config import (
 )
 from .presets import get_preset
 from .settings import Interval, resolve_batch_sizes
+from .text_conditioning import read_text_width
 from .transfer import PretrainedDenoiser, load_pretrained_denoiser, transfer_model_config
 
 
 def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
-                     pretrained: PretrainedDenoiser | None = None) -> dict:
+                     pretrained: PretrainedDenoiser | None = None, text_width: int = 0) -> dict:
     """The configuration of the run's denoiser: the pretrained model's architecture with the data's label and augment
     inputs (fine-tuning), --model_config, or the --arch backbone built from the architecture flags. With the first
-    two, σ_data and the preconditioning are the model's own: a --sigma_data or --precond that differs is an error."""
+    two, σ_data and the preconditioning are the model's own: a --sigma_data or --precond that differs is an error.
+    A text model (`text_width`, the text encoder's) takes the pooled embedding as its label vector, and attends to
+    the tokens where the backbone can (edm2, unet_2d)."""
+    config = _run_model_config(args, dataset, augment_dim, pretrained, text_width)
+    tokens = config.get("cross_attention_dim", 0)
+    if text_width and tokens not in (0, text_width):
+        raise TrainingError(f"The model attends to {tokens}-wide text tokens but --text_encoder {args.text_encoder}"
+                            f" is {text_width} wide; pass the text encoder the model was built for.")
+    return config
+
+
+def _run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
+                      pretrained: PretrainedDenoiser | None, text_width: int) -> dict:
+    num_classes = text_width or dataset.num_classes
     if pretrained is not None:
-        config = transfer_model_config(pretrained.config, num_class_labels=dataset.num_classes,
+        config = transfer_model_config(pretrained.config, num_class_labels=num_classes,
                                        augment_dim=augment_dim, sample_size=dataset.resolution,
                                        in_channels=dataset.num_channels, label_dropout=args.label_dropout)
         check_model_settings(config, args, f"the pretrained model {args.pretrained_model_name_or_path}")
@@ -47,7 +61,7 @@ def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment
     if args.model_config:
         config = {k: v for k, v in read_model_config(args.model_config).items() if not k.startswith("_")}
         expected = dict(sample_size=dataset.resolution, in_channels=dataset.num_channels,
-                        num_class_labels=dataset.num_classes, augment_dim=augment_dim)
+                        num_class_labels=num_classes, augment_dim=augment_dim)
         mismatched = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
         if mismatched:
             raise TrainingError(f"--model_config disagrees with the data/augmentation (config, needed): {mismatched}.")
@@ -71,17 +85,21 @@ def run_model_config(args: argparse.Namespace, dataset: EDMImageDataset, augment
     network = dict(model_channels=args.model_channels, channel_mult=args.channel_mult,
                    layers_per_block=args.layers_per_block, attn_resolutions=args.attn_resolutions,
                    dropout=args.dropout, resolution=dataset.resolution, channels=dataset.num_channels,
-                   num_classes=dataset.num_classes, augment_dim=augment_dim, precond=precond,
+                   num_classes=num_classes, augment_dim=augment_dim, precond=precond,
                    sigma_data=args.sigma_data if args.sigma_data is not None else EDM_SIGMA_DATA,
                    label_dropout=args.label_dropout)
+    tokens = {"cross_attention_dim": text_width} if text_width and args.arch in ("unet_2d", "edm2") else {}
+    if tokens and not args.attn_resolutions and args.arch == "unet_2d":
+        raise TrainingError("A unet_2d text model cross-attends in its attention levels: pass --attn_resolutions (e.g."
+                            f" {dataset.resolution // 2}).")
     if args.arch == "unet_2d":
-        return unet2d_model_config(**network)
+        return {**unet2d_model_config(**network), **tokens}
     if args.arch == "edm2":
         if precond != "edm":
             raise TrainingError(f"--arch edm2 uses EDM's preconditioning; drop --precond {precond}.")
         for key in ("augment_dim", "precond", "label_dropout"):  # refused by the command line for EDM2
             network.pop(key)
-        return edm2_model_config(**network)
+        return {**edm2_model_config(**network), **tokens}
     return native_model_config(args.arch, **network)
 
 
@@ -109,7 +127,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     """The data settings of the command line."""
     return DataConfig(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir, image_column=args.image_column, label_column=args.label_column,
+        train_data_dir=args.train_data_dir, image_column=args.image_column,
+        label_column=None if args.caption_column else args.label_column, caption_column=args.caption_column,
         resolution=args.resolution, center_crop=args.center_crop, xflip=args.xflip,
         max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
         cache_dir=args.cache_dir, in_memory=args.data_in_memory, decoded_cache_dir=args.decoded_cache_dir,
@@ -127,9 +146,9 @@ def load_pretrained(args: argparse.Namespace, weights: bool = True) -> Pretraine
 
 
 def build_model(args: argparse.Namespace, dataset: EDMImageDataset, augment_dim: int,
-                pretrained: PretrainedDenoiser | None = None) -> EDMPreconditionedUNet2DModel:
+                pretrained: PretrainedDenoiser | None = None, text_width: int = 0) -> EDMPreconditionedUNet2DModel:
     """The run's denoiser, freshly initialised, from [`run_model_config`]; its backbone must fit `--loss`."""
-    config = run_model_config(args, dataset, augment_dim, pretrained)
+    config = run_model_config(args, dataset, augment_dim, pretrained, text_width)
     check_loss_fits(config, args.loss)
     return EDMPreconditionedUNet2DModel.from_config(config)
 
@@ -219,7 +238,11 @@ def dry_run(args: argparse.Namespace) -> dict:
         data = DatasetShape(resolution, channels, data.num_classes,
                             f"{data.source_description}, as {channels}x{resolution}x{resolution} latents of {args.vae}")
     augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
-    config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False))
+    width = 0
+    if args.text_encoder is not None:
+        token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+        width = read_text_width(args.text_encoder, args.cache_dir, token)
+    config = run_model_config(args, data, augment_dim, load_pretrained(args, weights=False), width)
     check_loss_fits(config, args.loss)
     global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
     steps = math.ceil(args.duration_kimg * 1000 / global_batch)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
@@ -28,6 +29,8 @@ from ..data import EDMImageDataset, build_dataset
 from ..errors import TrainingError
 from ..pipelines.latents import latent_scale_and_bias, sample_latents
 from ..pipelines.pipeline_edm import EDMPipeline
+from ..pipelines.pipeline_edm_text_to_image import EDMTextToImagePipeline
+from ..pipelines.text_encoding import text_width
 from ..preconditioning import EDM_SIGMA_DATA
 from ..schedulers.scheduling_edm_heun import EDMHeunScheduler
 from .augment import AugmentPipe, random_flip
@@ -70,6 +73,7 @@ from .run_setup import (
 )
 from .sample_grid import grid_file_name, sample_grid
 from .settings import resolve_batch_sizes
+from .text_conditioning import load_text_components, prepare_caption_embeddings
 from .transfer import transfer_weights
 
 logger = logging.getLogger(__name__)  # other processes log warnings only (see EDMTrainer.__init__)
@@ -200,7 +204,16 @@ class EDMTrainer:
                              if args.augment_p > 0 else None)
         augment_dim = edm_augment_dim(args.augment_p, args.augment_colors)
         pretrained = load_pretrained(args)
-        model = build_model(args, self.dataset, augment_dim, pretrained)
+        self.text_components, self.captions = None, None
+        if args.caption_column is not None:
+            token = read_token_file(args.hub_token_file) if args.hub_token_file else args.hub_token
+            self.text_components = load_text_components(args.text_encoder, args.cache_dir, token)
+        width = text_width(self.text_components[0]) if self.text_components else 0
+        model = build_model(args, self.dataset, augment_dim, pretrained, text_width=width)
+        if self.text_components is not None:
+            self.captions = prepare_caption_embeddings(
+                self.pixels.caption_texts, *self.text_components, args.text_encoder, args.decoded_cache_dir,
+                self.accelerator, cross_attention=bool(model.config.cross_attention_dim))
         if pretrained is not None:
             logger.info("Fine-tuning %s: %s", args.pretrained_model_name_or_path,
                         transfer_weights(pretrained.state_dict, model).summary())
@@ -284,7 +297,8 @@ class EDMTrainer:
             "Training on %s (%d images, %s, %dx%d, %d channel(s)) for %d steps = %.1f kimg at %d images per step "
             "(%d per device x %d processes x %d accumulation).",
             self.dataset.source_description, len(self.dataset),
-            f"{self.dataset.num_classes} classes" if self.dataset.num_classes else "unconditional",
+            (f"{len(self.pixels.caption_texts)} distinct captions" if self.captions is not None else
+             f"{self.dataset.num_classes} classes" if self.dataset.num_classes else "unconditional"),
             self.dataset.resolution, self.dataset.resolution, self.dataset.num_channels, self.total_steps,
             self.total_steps * self.global_batch / 1000, self.global_batch, args.train_batch_size,
             accelerator.num_processes, args.gradient_accumulation_steps,
@@ -378,12 +392,18 @@ class EDMTrainer:
                 images = random_flip(images)
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(accelerator.device, non_blocking=True) if self.dataset.num_classes else None
+            model = self.model
+            if self.captions is not None:  # the pooled embedding is the label vector; the tokens go along
+                condition = self.captions.condition(labels, args.caption_dropout, accelerator.device)
+                labels = condition.pop("class_labels")
+                model = functools.partial(self.model, **condition) if condition else self.model
+            else:
+                labels = labels.to(accelerator.device, non_blocking=True) if self.dataset.num_classes else None
             with accelerator.accumulate(self.model):
                 if isinstance(self.loss_fn, EDM2Loss):  # needs the model's uncertainty head, not just D
-                    loss, sigma = self.loss_fn(self.model, images, labels)
+                    loss, sigma = self.loss_fn(model, images, labels)
                 else:
-                    loss, sigma = self.loss_fn(self._denoise, images, labels, self.augment_pipe)
+                    loss, sigma = self.loss_fn(_denoiser(model), images, labels, self.augment_pipe)
                 # EDM's objective: sum over pixels, mean over images (accelerate divides by the accumulation steps).
                 accelerator.backward(loss.sum() / images.shape[0])
                 if accelerator.sync_gradients:
@@ -400,9 +420,6 @@ class EDMTrainer:
             self.phema.update(accelerator.unwrap_model(self.model), self.progress.cur_nimg + self.global_batch,
                               self.global_batch)
         return (accelerator.gather(torch.cat(losses)), accelerator.gather(torch.cat(sigmas)), self.global_batch)
-
-    def _denoise(self, x, sigma, class_labels, augment_labels):
-        return self.model(x, sigma, class_labels=class_labels, augment_labels=augment_labels).sample
 
     def _append_log(self, record: dict) -> None:
         """Appends a log line to output_dir/logs/log.jsonl (main process), next to the TensorBoard events."""
@@ -461,13 +478,19 @@ class EDMTrainer:
 
     def _pipeline(self) -> EDMPipeline:
         """The exported weights ([`_exported_model`]) as a pipeline, with the VAE of a latent run and the dataset's
-        class names."""
+        class names, or the text encoder and tokenizer of a text-to-image run."""
         model = self._exported_model()
         sigma_data = getattr(model.precond, "sigma_data", EDM_SIGMA_DATA)  # used for raw networks only
         reference = "edm2" if model.config.backbone_type == "edm2_unet" else "edm"
-        class_names = self.dataset.class_names
-        pipe = EDMPipeline(unet=model, scheduler=EDMHeunScheduler(sigma_data=sigma_data, reference_sampler=reference),
-                           vae=self.vae, id2label=dict(enumerate(class_names)) if class_names else None)
+        scheduler = EDMHeunScheduler(sigma_data=sigma_data, reference_sampler=reference)
+        if self.text_components is not None:
+            text_encoder, tokenizer = self.text_components
+            pipe = EDMTextToImagePipeline(unet=model, scheduler=scheduler, text_encoder=text_encoder,
+                                          tokenizer=tokenizer, vae=self.vae)
+        else:
+            class_names = self.dataset.class_names
+            pipe = EDMPipeline(unet=model, scheduler=scheduler, vae=self.vae,
+                               id2label=dict(enumerate(class_names)) if class_names else None)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -492,14 +515,21 @@ class EDMTrainer:
             return
         args = self.args
         num_classes = self.dataset.num_classes
-        rows = num_classes or 4
+        prompts = self._example_prompts()
+        rows = len(prompts) if prompts else num_classes or 4
         count = rows * args.samples_per_class
         generators = [torch.Generator().manual_seed(args.seed * 100_000 + i) for i in range(count)]
-        labels = [i // args.samples_per_class for i in range(count)] if num_classes else None
-        images = self._pipeline()(batch_size=count, class_labels=labels, generator=generators,
-                                  num_inference_steps=args.num_inference_steps).images
-        names = self.dataset.class_names or [str(index) for index in range(num_classes)]
-        grid = sample_grid(images, rows, row_labels=names if num_classes else None)
+        if prompts:
+            images = self._pipeline()(prompts, num_images_per_prompt=args.samples_per_class, generator=generators,
+                                      num_inference_steps=args.num_inference_steps).images
+            row_labels = prompts
+        else:
+            labels = [i // args.samples_per_class for i in range(count)] if num_classes else None
+            images = self._pipeline()(batch_size=count, class_labels=labels, generator=generators,
+                                      num_inference_steps=args.num_inference_steps).images
+            names = self.dataset.class_names or [str(index) for index in range(num_classes)]
+            row_labels = names if num_classes else None
+        grid = sample_grid(images, rows, row_labels=row_labels)
         folder = Path(args.output_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         grid.save(folder / grid_file_name(self.progress.cur_nimg, self.progress.step))
@@ -510,6 +540,15 @@ class EDMTrainer:
                 tracker.writer.add_image("samples", array, self.progress.step)
             elif tracker.name == "wandb":
                 tracker.log_images({"samples": [grid]}, step=self.progress.step)
+
+    def _example_prompts(self) -> list[str] | None:
+        """The captions of a text-to-image run's sample grids and card: up to `SAMPLE_PROMPTS` of the training
+        captions, spread over their sorted list."""
+        if self.captions is None:
+            return None
+        texts = self.pixels.caption_texts
+        step = max(1, len(texts) // SAMPLE_PROMPTS)
+        return texts[::step][:SAMPLE_PROMPTS]
 
     def _evaluate(self) -> None:
         """Scores the EMA pipeline (all processes) and keeps the latest and best values in the progress state."""
@@ -564,6 +603,7 @@ class EDMTrainer:
             batch_size=self.global_batch, grid_path=grid.name if grid.exists() else None,
             evaluation=self.progress.scores, loss_description=self.loss_fn.description,
             base_model=args.pretrained_model_name_or_path, class_names=self.dataset.class_names,
+            prompts=self._example_prompts(),
         )
         logger.info("Saved the EMA pipeline and model card to %s at step %d.", args.output_dir, self.progress.step)
         if self.publisher is not None:
@@ -571,6 +611,17 @@ class EDMTrainer:
             message = "End of training" if final else f"Step {self.progress.step} ({kimg:g} kimg)"
             self.publisher.upload(args.output_dir, message)
 
+
+
+SAMPLE_PROMPTS = 8
+"""Rows of a text-to-image run's sample grid (one training caption each)."""
+
+
+def _denoiser(model: Callable) -> Callable:
+    """D(x, σ, class_labels, augment_labels) of a model call, as EDM's loss takes it."""
+    def denoise(x, sigma, class_labels, augment_labels):
+        return model(x, sigma, class_labels=class_labels, augment_labels=augment_labels).sample
+    return denoise
 
 
 class _LogWindow:

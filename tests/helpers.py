@@ -281,57 +281,8 @@ TINY_TEXT_WORDS = ("a", "thick", "thin", "digit", "zero", "one", "two", "three",
 
 def save_tiny_text_encoder(folder, words=TINY_TEXT_WORDS, hidden_size: int = 16, max_length: int = 8,
                            seed: int = 0, bag_of_words: bool = False):
-    """A randomly initialised `CLIPTextModel` and a `CLIPTokenizer` over a small word-level vocabulary (each word one
-    token, through BPE merges written for it), saved as a CLIP repository is: `text_encoder/` and `tokenizer/` under
-    `folder`. Returns (text_encoder, tokenizer).
+    """A tiny random `CLIPTextModel` and a `CLIPTokenizer` over a small local vocabulary, saved as `text_encoder/`
+    and `tokenizer/` under `folder` (see `save_word_level_clip`). Returns (text_encoder, tokenizer)."""
+    from diffusers_edm.data.word_level_clip import save_word_level_clip
 
-    A freshly initialised CLIP barely separates prompts of the same length (its pooled outputs have cosine ≈ 0.99);
-    `bag_of_words` makes every token attend uniformly to the ones before it (zero query/key weights, identity values)
-    over N(0, 1) word embeddings without positions, so that the pooled output is mostly the mean of the prompt's
-    words, as distinct as a trained encoder's (cosine ≈ 0.88 for prompts differing in one of three words)."""
-    import json
-    from pathlib import Path
-
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    folder = Path(folder)
-    (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
-    vocab: dict[str, int] = {}
-    merges: list[str] = []
-
-    def add(token: str) -> None:
-        vocab.setdefault(token, len(vocab))
-
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        add(special)
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        for piece in pieces:
-            add(piece)
-        merged = pieces[0]
-        for piece in pieces[1:]:
-            merges.append(f"{merged} {piece}")
-            merged += piece
-            add(merged)
-    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n",
-                                                     encoding="utf-8")
-    tokenizer = CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
-                              model_max_length=max_length)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length,
-                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    text_encoder = CLIPTextModel(config).eval()
-    if bag_of_words:
-        with torch.no_grad():
-            for name, parameter in text_encoder.named_parameters():
-                if name.endswith("token_embedding.weight"):
-                    parameter.normal_(0, 1)
-                elif name.endswith("position_embedding.weight") or "q_proj" in name or "k_proj" in name:
-                    parameter.zero_()
-                elif name.endswith(("v_proj.weight", "out_proj.weight")):
-                    parameter.copy_(torch.eye(hidden_size) * (5 if "out_proj" in name else 1))
-    text_encoder.save_pretrained(folder / "text_encoder")
-    return text_encoder, tokenizer
+    return save_word_level_clip(folder, words, hidden_size, max_length, seed, bag_of_words)

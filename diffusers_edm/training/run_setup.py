@@ -130,7 +130,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         train_data_dir=args.train_data_dir, image_column=args.image_column,
         label_column=None if args.caption_column else args.label_column, caption_column=args.caption_column,
         resolution=args.resolution, center_crop=args.center_crop, xflip=args.xflip,
-        max_train_samples=args.max_train_samples, conditional=args.conditional, seed=args.seed,
+        max_train_samples=args.max_train_samples, seed=args.seed,
+        conditional=None if args.caption_column else args.conditional,  # a preset's classes give way to captions
         cache_dir=args.cache_dir, in_memory=args.data_in_memory, decoded_cache_dir=args.decoded_cache_dir,
         num_workers=args.dataloader_num_workers,
     )

@@ -161,6 +161,7 @@ def test_a_saved_text_pipeline_loads_with_its_text_components(text_components, t
     kwargs = dict(prompt=["a thin nine"], num_inference_steps=2, guidance_scale=1.5, output_type="np", seeds=[7])
     expected = pipe(**kwargs).images
     for loaded in (EDMTextToImagePipeline.from_pretrained(tmp_path / "t2i"),
+                   EDMPipeline.from_pretrained(tmp_path / "t2i"),  # the saved class, with its text components
                    DiffusionPipeline.from_pretrained(tmp_path / "t2i", trust_remote_code=True)):
         assert isinstance(loaded, EDMTextToImagePipeline) and loaded.text_encoder is not None
         loaded.set_progress_bar_config(disable=True)
@@ -197,3 +198,15 @@ def test_text_input_mistakes_are_one_line_errors(text_components):
         EDMTextToImagePipeline(unet=EDMPreconditionedUNet2DModel(**tiny_unet_kwargs()), scheduler=EDMHeunScheduler())
     with pytest.raises(TypeError):
         EDMPipeline(unet=pipe.unet, scheduler=pipe.scheduler)(prompt="a digit")
+
+
+def test_the_command_line_tools_refuse_a_text_model_in_one_line(text_components, tmp_path, capsys):
+    from diffusers_edm.commands.generate import main as generate
+
+    make_pipeline(text_components).save_pretrained(tmp_path / "t2i")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        generate(["--model", str(tmp_path / "t2i"), "--seeds", "0-1", "--outdir", str(tmp_path / "images")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is an EDMTextToImagePipeline" in lines[0]

@@ -437,9 +437,13 @@ def check_model_argument(model: str, flag: str) -> None:
 def load_pipeline(model: str) -> EDMPipeline:
     """The pipeline of `--model`, loaded without diffusers' progress bar (the tool's output is its own)."""
     try:
-        return load_pipeline_quietly(model)
+        pipe = load_pipeline_quietly(model)
     except (OSError, ValueError, TypeError) as error:
         raise EDMInputError(f"Could not load --model {model}: {one_line(error)}") from None
+    if type(pipe) is not EDMPipeline:
+        raise EDMInputError(f"--model {model} is an {type(pipe).__name__}: the command-line tools sample class-"
+                            "conditional and unconditional models; sample it from Python with its prompts.")
+    return pipe
 
 
 def load_denoiser(path: str, flag: str) -> EDMPreconditionedUNet2DModel:

@@ -727,12 +727,36 @@ class EDMPipeline(DiffusionPipeline):
         write_loader(save_directory, self.config_name, type(self).__name__)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> EDMPipeline:
+        """As [`DiffusionPipeline.from_pretrained`]; a folder saved by a subclass of this pipeline (e.g.
+        `EDMTextToImagePipeline`) loads as that subclass, with its own components."""
+        target = cls
+        try:
+            config = cls.load_config(pretrained_model_name_or_path, cache_dir=kwargs.get("cache_dir"),
+                                     token=kwargs.get("token"), revision=kwargs.get("revision"))
+            saved = config.get("_class_name")
+            target = next((sub for sub in _subclasses(cls) if sub.__name__ == saved), cls)
+        except (OSError, ValueError):
+            pass  # diffusers' own loading reports what is wrong with the folder
+        if target is not cls:
+            return target.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def load_config(cls, *args: Any, **kwargs: Any) -> Any:
         """Reads `model_index.json`; the `[loader, class]` form written by `save_pretrained` resolves to this class
         without executing the loader file."""
         result = super().load_config(*args, **kwargs)
         resolve_loader_class_name(result[0] if isinstance(result, tuple) else result)
         return result
+
+
+def _subclasses(cls: type) -> list[type]:
+    """Every subclass of `cls`, at any depth."""
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 def _condition_for(denoiser: EDMPreconditionedUNet2DModel, condition: dict[str, Any]) -> dict[str, Any]:

@@ -74,12 +74,17 @@ def read_json_file(folder: Path, name: str, fix: str) -> dict[str, Any]:
 
 
 def load_pipeline_quietly(model: str | os.PathLike) -> EDMPipeline:
-    """`EDMPipeline.from_pretrained(model)` without diffusers' loading progress bar (for tools whose output is their
-    own, such as a one-line error)."""
-    shown = diffusers_logging.is_progress_bar_enabled()
+    """`EDMPipeline.from_pretrained(model)` without diffusers' and transformers' loading progress bars (for tools
+    whose output is their own, such as a one-line error)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     try:
         return EDMPipeline.from_pretrained(model)
     finally:
-        if shown:
+        if shown[0]:
             diffusers_logging.enable_progress_bar()
+        if shown[1]:
+            transformers_logging.enable_progress_bar()

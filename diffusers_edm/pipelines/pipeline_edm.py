@@ -609,9 +609,7 @@ class EDMPipeline(DiffusionPipeline):
         label"); `None` for an unconditional unet."""
         if labels is None:
             return None
-        vectors = labels if labels.is_floating_point() else torch.nn.functional.one_hot(
-            labels, self.unet.config.num_class_labels).to(torch.float32)
-        return {"class_labels": torch.zeros_like(vectors)}
+        return {"class_labels": torch.zeros(labels.shape[0], self.unet.config.num_class_labels, device=labels.device)}
 
     def _guidance(self, guidance_scale: float, condition: dict[str, Any],
                   unconditional: dict[str, Any] | None) -> _Guidance:

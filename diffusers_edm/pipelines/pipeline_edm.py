@@ -506,7 +506,8 @@ class EDMPipeline(DiffusionPipeline):
                 progress_bar.update()
 
         if not bool(torch.isfinite(sample).all()):  # the one host synchronisation, after the loop
-            warnings.warn(self._non_finite_message(sample), RuntimeWarning, stacklevel=3)
+            # stacklevel 4: past _generate, __call__ and its no_grad wrapper, to the caller
+            warnings.warn(self._non_finite_message(sample), RuntimeWarning, stacklevel=4)
         if self.vae is not None and output_type != "latent":
             images = postprocess_vae_pixels(decode_latents(self.vae, sample), output_type)
         else:

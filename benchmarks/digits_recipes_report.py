@@ -6,7 +6,8 @@
         --run edm2:0=outputs/edm2-s0 --run edm2:1=outputs/edm2-s1 --plot docs/images/digits-edm-vs-edm2.png
 
 Prints a markdown table (FD_digits per seed set, mean, the EDM2 σ_rel chosen on held-out seeds, training time and
-s/step) and the mean and spread per recipe; writes a plot of FD_digits per run and seed set.
+s/step) and the mean and spread per recipe; writes a plot of FD_digits per run and seed set (`--plot`) and the
+numbers as JSON (`--json`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, metavar="RECIPE:SEED=FOLDER")
     parser.add_argument("--plot", default=None, help="PNG to write")
+    parser.add_argument("--json", default=None, help="JSON file to write")
     args = parser.parse_args()
     runs = []
     for spec in args.run:
@@ -51,9 +53,17 @@ def main() -> None:
         ema = f"post-hoc σ_rel {run['std']:.3f}" if run["std"] is not None else "half-life 10 kimg"
         print(f"| {recipe} | {seed} | " + " | ".join(f"{v:.1f}" for v in run["values"])
               + f" | {run['mean']:.1f} | {ema} | {run['seconds'] / 60:.0f} min | {run['seconds'] / run['steps']:.2f} |")
+    summary = {}
     for recipe in dict.fromkeys(r for r, _, _ in runs):
         values = [v for r, _, run in runs if r == recipe for v in run["values"]]
+        means = [run["mean"] for r, _, run in runs if r == recipe]
+        summary[recipe] = {"mean": statistics.mean(values), "sd_over_seed_sets_and_runs": statistics.stdev(values),
+                           "run_means": means}
         print(f"{recipe}: mean {statistics.mean(values):.2f}, sd {statistics.stdev(values):.2f} over {len(values)}")
+    if args.json:
+        record = {"seed_sets": list(SEED_SETS), "summary": summary,
+                  "runs": [{"recipe": r, "training_seed": s, **run} for r, s, run in runs]}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if args.plot:
         import matplotlib
 

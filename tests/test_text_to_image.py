@@ -177,6 +177,7 @@ def test_text_input_mistakes_are_one_line_errors(text_components):
          "either prompt or prompt_embeds"),
         (dict(), "Pass a prompt"),
         (dict(prompt_embeds=embeds.tokens), "need their pooled_prompt_embeds"),
+        (dict(prompt_embeds=embeds.tokens.tolist(), pooled_prompt_embeds=embeds.pooled), "must be a torch.Tensor"),
         (dict(prompt="a digit", seeds=[1, 2]), "Got 2 seeds for 1 images"),
         (dict(prompt=["a digit", "a one"], negative_prompt=["a two"], guidance_scale=2.0),
          "1 negative prompts for 2 prompts"),

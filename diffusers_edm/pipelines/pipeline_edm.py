@@ -425,7 +425,8 @@ class EDMPipeline(DiffusionPipeline):
 
         def conditioning() -> tuple[dict[str, Any], dict[str, Any] | None]:
             labels = self.prepare_class_labels(class_labels, batch_size, generator, self._execution_device)
-            return {"class_labels": labels}, self._unconditional_labels(labels) if self.guide_unet is None else None
+            classifier_free = interval is not None and self.guide_unet is None
+            return {"class_labels": labels}, self._unconditional_labels(labels) if classifier_free else None
 
         return self._generate(family, batch_size, conditioning, num_inference_steps, generator, latents, output_type,
                               return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, sigmas,

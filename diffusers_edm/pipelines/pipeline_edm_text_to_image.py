@@ -140,6 +140,10 @@ class EDMTextToImagePipeline(EDMPipeline):
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}.")
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
+        for name, value in (("prompt_embeds", prompt_embeds), ("pooled_prompt_embeds", pooled_prompt_embeds),
+                            ("negative_prompt_embeds", negative_prompt_embeds)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor (from encode_prompt), got {type(value).__name__}.")
         if prompt_embeds is not None and pooled_prompt_embeds is None:
             raise ValueError("prompt_embeds need their pooled_prompt_embeds (both come from encode_prompt).")
         needs_encoder = prompt is not None or (guided and negative_prompt_embeds is None)

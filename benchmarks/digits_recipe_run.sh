@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/digits_recipe_run.sh RECIPE SEED KIMG OUT [extra train_edm.py flags]
 #
-# RECIPE: `edm` (train_edm.py's EDM defaults: DDPM++, EDM loss, constant lr, half-life EMA, augmentation) or `edm2`
+# RECIPE: `edm` (`--arch ddpmpp`: DDPM++, EDM loss, constant lr, half-life EMA, augmentation) or `edm2`
 # (`--arch edm2`: EDM2's network, loss, lr schedule and post-hoc EMA). For edm2 the post-hoc EMA is reconstructed at
 # several σ_rel and the one with the lowest FD_digits on seeds 3000-3499 is kept (the selection set is never reported);
 # edm keeps its half-life EMA. Reported: FD_digits of seeds 0-999, 1000-1999, 2000-2999 (random classes, 18 Heun
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 recipe=$1 seed=$2 kimg=$3 out=$4
 shift 4
 case $recipe in
-    edm) recipe_flags=() ;;
+    edm) recipe_flags=(--arch ddpmpp) ;;
     edm2) recipe_flags=(--arch edm2) ;;
     *) echo "RECIPE must be edm or edm2" >&2; exit 2 ;;
 esac

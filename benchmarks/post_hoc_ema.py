@@ -2,7 +2,8 @@
 """FD_digits against the EMA length σ_rel, reconstructed post hoc from one digits training run (EDM2's post-hoc EMA),
 next to the half-life EMA that the same run used (docs/post_hoc_ema.md).
 
-    accelerate launch --cpu --num_processes 1 train_edm.py --output_dir outputs/digits-phema --phema_stds 0.05,0.10
+    accelerate launch --cpu --num_processes 1 train_edm.py --output_dir outputs/digits-phema --arch ddpmpp \
+        --phema_stds 0.05,0.10
     python benchmarks/post_hoc_ema.py sweep --run outputs/digits-phema --out docs/results/post_hoc_ema.json
     python benchmarks/post_hoc_ema.py plot --results docs/results/post_hoc_ema.json --out docs/images
 

@@ -53,7 +53,15 @@ def test_arch_edm2_brings_the_recipe_and_flags_override() -> None:
     assert (args.loss, args.lr_schedule, args.adam_beta2, args.augment_p) == ("edm2", "edm2", 0.99, 0.0)
     args = parse_args(["--arch", "edm2", "--learning_rate", "0.02", "--loss", "edm", "--phema_export_std", "0.07"])
     assert (args.learning_rate, args.loss, args.phema_export_std) == (0.02, "edm", 0.07)
-    assert parse_args([]).loss == "edm" and parse_args([]).lr_schedule == "edm"  # EDM stays the default recipe
+
+
+def test_edm2_is_the_default_recipe_of_a_new_model_only() -> None:
+    assert parse_args([]).arch == "edm2" and parse_args([]).phema_export_std == 0.15
+    for flags in (["--pretrained_model_name_or_path", "run"], ["--model_config", "unet.json"], ["--arch", "ddpmpp"]):
+        args = parse_args(flags)  # fine-tuning or a given config keeps EDM's recipe unless --arch edm2 asks for EDM2's
+        assert (args.arch, args.loss, args.lr_schedule, args.phema_stds) == ("ddpmpp", "edm", "edm", None)
+    assert parse_args(["--preset", "cifar10-cond-ddpmpp"]).arch == "ddpmpp"
+    assert parse_args(["--pretrained_model_name_or_path", "run", "--arch", "edm2"]).loss == "edm2"
 
 
 @pytest.mark.parametrize("preset", sorted(FULLSIZE))
@@ -76,13 +84,14 @@ def test_edm2_presets_are_the_official_configurations(preset: str, capsys) -> No
 
 MISTAKES = {
     # case: (arguments, expected text of the one error line)
-    "edm2_loss_without_head": (["--loss", "edm2", "--max_train_steps", "1"], "--loss edm2 weights the loss by"),
+    "edm2_loss_without_head": (["--arch", "ddpmpp", "--loss", "edm2", "--max_train_steps", "1"],
+                               "--loss edm2 weights the loss by"),
     "edm2_with_augmentation": (["--arch", "edm2", "--augment_p", "0.12"], "no augmentation conditioning"),
     "edm2_with_label_dropout": (["--arch", "edm2", "--label_dropout", "0.1"], "no label dropout"),
     "preset_of_another_size": (["--preset", "edm2-img64-xs", "--mixed_precision", "no", "--max_train_steps", "1"],
                                "trains on 64x64 images"),
     "vae_random_flip": (["--arch", "edm2", "--vae", "x", "--random_flip"], "--random_flip mirrors images"),
-    "vae_with_augmentation": (["--vae", "x", "--augment_p", "0.1"], "--vae trains on latents"),
+    "vae_with_augmentation": (["--arch", "ddpmpp", "--vae", "x", "--augment_p", "0.1"], "--vae trains on latents"),
     "vae_resolution": (["--arch", "edm2", "--vae", "{vae}", "--resolution", "15", "--max_train_steps", "1"],
                        "downsamples 2x, which does not divide --resolution 15"),
     "vae_missing": (["--arch", "edm2", "--vae", "{tmp}/absent", "--max_train_steps", "1"], "could not be loaded"),

@@ -31,8 +31,9 @@ from diffusers_edm.training.trainer import EDMTrainer
 
 from .helpers import randomize_, tiny_unet_kwargs
 
-TINY = ["--model_channels", "8", "--channel_mult", "1,2", "--attn_resolutions", "8", "--train_batch_size", "8",
-        "--samples_per_class", "2", "--num_inference_steps", "2", "--logging_steps", "2", "--report_to", "none"]
+TINY = ["--arch", "ddpmpp", "--model_channels", "8", "--channel_mult", "1,2", "--attn_resolutions", "8",
+        "--train_batch_size", "8", "--samples_per_class", "2", "--num_inference_steps", "2", "--logging_steps", "2",
+        "--report_to", "none"]
 
 
 def tiny_pipeline(num_class_labels=3, **pipeline_kwargs) -> EDMPipeline:

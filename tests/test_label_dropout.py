@@ -69,10 +69,10 @@ def test_train_edm_flag_reaches_both_backbones_and_needs_labels():
         dropout = (model.backbone.label_dropout if arch == "ddpmpp" else model.backbone.class_embedding.label_dropout)
         assert dropout == 0.1
     with pytest.raises(TrainingError, match="needs class labels"):
-        build_model(parse_args(["--label_dropout", "0.1"]), argparse.Namespace(resolution=8, num_channels=1,
-                                                                               num_classes=0), augment_dim=0)
+        build_model(parse_args(["--arch", "ddpmpp", "--label_dropout", "0.1"]),
+                    argparse.Namespace(resolution=8, num_channels=1, num_classes=0), augment_dim=0)
     with pytest.raises(SystemExit):
-        parse_args(["--label_dropout", "1.0"])
+        parse_args(["--arch", "ddpmpp", "--label_dropout", "1.0"])
     with pytest.raises(ValueError, match="backbone_config"):
         EDMPreconditionedUNet2DModel(sample_size=8, in_channels=1, out_channels=1, num_class_labels=2,
                                      backbone_type="song_unet", label_dropout=0.1)

@@ -152,6 +152,7 @@ def _legacy_run_arguments(output_dir: Path, *extra: str) -> list[str]:
 
 
 def test_legacy_checkpoint_resumes(tmp_path):
+    """Also: without --arch the run resumes with its checkpoint's DDPM++ (not the EDM2 default of a new run)."""
     shutil.copytree(LEGACY / "checkpoint-2", tmp_path / "checkpoint-2")
     trainer = EDMTrainer(parse_args(_legacy_run_arguments(tmp_path, "--max_train_steps", "3")))
     trainer.train()

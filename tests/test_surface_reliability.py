@@ -311,7 +311,8 @@ def test_negative_progress_in_a_checkpoint_is_refused(phema_run, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--phema_stds", "0.05,0.05"], "agree in their first 3 decimals"),
-    (["--phema_every", "2kimg"], "--phema_every sets how often post-hoc EMA snapshots are stored; it needs"),
+    (["--arch", "ddpmpp", "--phema_every", "2kimg"],
+     "--phema_every sets how often post-hoc EMA snapshots are stored; it needs"),
 ])
 def test_phema_flags_are_checked_before_any_setup(argv, message, capsys):
     with pytest.raises(SystemExit):

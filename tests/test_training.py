@@ -23,8 +23,9 @@ from diffusers_edm.training.settings import Interval, parse_interval
 from diffusers_edm.training.trainer import EDMTrainer, StreamBatchSampler, find_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model_channels", "8", "--channel_mult", "1,2", "--attn_resolutions", "8", "--train_batch_size", "8",
-        "--samples_per_class", "2", "--num_inference_steps", "2", "--logging_steps", "2", "--report_to", "none"]
+TINY = ["--arch", "ddpmpp", "--model_channels", "8", "--channel_mult", "1,2", "--attn_resolutions", "8",
+        "--train_batch_size", "8", "--samples_per_class", "2", "--num_inference_steps", "2", "--logging_steps", "2",
+        "--report_to", "none"]
 
 
 def run_cli(args, num_processes=1, timeout=600):

@@ -20,6 +20,7 @@ from ..data import DIGITS_DEFAULT_RESOLUTION
 from ..training.loss import TRAINABLE_PRECONDITIONINGS
 from ..training.phema import std_list_argument
 from ..training.presets import EDM2_RECIPE, PRESETS, preset_defaults
+from ..training.resume import resumed_arch
 from ..training.run_setup import dry_run
 from ..training.settings import (
     ARCHITECTURES,
@@ -53,10 +54,11 @@ def build_parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(
         prog=PROG,
         description=(
-            "Train an EDM diffusion model (Karras et al. 2022) with accelerate. Without arguments it trains a "
-            "class-conditional model on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about an hour "
-            "on 2 CPU cores. Durations, ramp-ups and the EMA half-life are in thousands of training images (kimg), as "
-            "in the paper; the progress bar shows steps and images."
+            "Train an EDM or EDM2 diffusion model (Karras et al. 2022, 2024) with accelerate. Without arguments it "
+            "trains a class-conditional EDM2 model (magnitude-preserving U-Net, EDM2's loss, lr schedule and post-hoc "
+            "EMA) on scikit-learn's bundled 8x8 digits (upsampled to 16x16) in about an hour on 2 CPU cores. "
+            "Durations, ramp-ups and the EMA half-life are in thousands of training images (kimg), as in the paper; "
+            "the progress bar shows steps and images."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -134,11 +136,12 @@ def build_parser() -> OneLineErrorParser:
                             "cross-attend to its tokens at --attn_resolutions. The captions are encoded once, before "
                             "training, into a cache next to the decoded images; the saved pipeline holds the encoder "
                             "and its tokenizer.")
-    model.add_argument("--arch", choices=ARCHITECTURES, default="ddpmpp",
-                       help="Backbone F: the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), EDM2's "
-                            "magnitude-preserving U-Net ('edm2', which also makes EDM2's recipe the default: "
-                            + ", ".join(f"--{key} {value}" for key, value in EDM2_RECIPE.items()) + "), or "
-                            "diffusers' UNet2DModel ('unet_2d').")
+    model.add_argument("--arch", choices=ARCHITECTURES, default=None,
+                       help="Backbone F: EDM2's magnitude-preserving U-Net ('edm2', which also makes EDM2's recipe "
+                            "the default: " + ", ".join(f"--{key} {value}" for key, value in EDM2_RECIPE.items())
+                            + "), the paper's DDPM++ or NCSN++ (Song U-Net), ADM (Dhariwal U-Net), or diffusers' "
+                            "UNet2DModel ('unet_2d'). Default: the --preset's; else the resumed checkpoint's; else "
+                            "ddpmpp (EDM's recipe) with --pretrained_model_name_or_path or --model_config; else edm2.")
     model.add_argument("--model_channels", type=int, default=40, help="Channels of the first level.")
     model.add_argument("--channel_mult", type=int_list, default=[1, 2],
                        help="Per-level channel multipliers (comma-separated); one downsampling between levels "
@@ -308,6 +311,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset = parser.parse_known_args(argv)[0].preset
     defaults = preset_defaults(preset) if preset is not None else {}
     parser.set_defaults(**defaults)
+    known = parser.parse_known_args(argv)[0]
+    if known.arch is None:
+        given = "ddpmpp" if known.pretrained_model_name_or_path or known.model_config else "edm2"
+        parser.set_defaults(arch=resumed_arch(known.output_dir, known.resume_from_checkpoint) or given)
     if parser.parse_known_args(argv)[0].arch == "edm2":  # EDM2's recipe, under the preset's values and the flags
         parser.set_defaults(**{**EDM2_RECIPE, **defaults})
     args = parser.parse_args(argv)
@@ -333,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (not (args.dataset_name and args.train_data_dir), "pass only one of --dataset_name and --train_data_dir"),
         (args.eval_num >= 2, "--eval_num must be >= 2 (a covariance needs at least 2 samples)"),
         (args.ref_batches >= 0, "--ref_batches must be >= 0"),
+        (args.caption_column is None or not args.label_dropout,
+         "--label_dropout drops class labels; a text model drops captions with --caption_dropout"),
         (args.arch != "edm2" or args.augment_p == 0,
          "--arch edm2 has no augmentation conditioning (EDM2 trains without augmentation): pass --augment_p 0, and "
          "--xflip for mirrored copies"),
@@ -351,8 +360,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.caption_dropout is None or 0 <= args.caption_dropout < 1, "--caption_dropout must lie in [0, 1)"),
         (args.caption_dropout is None or args.caption_column is not None,
          "--caption_dropout drops captions: it needs --caption_column"),
-        (args.caption_column is None or not args.label_dropout,
-         "--label_dropout drops class labels; a text model drops captions with --caption_dropout"),
         (args.caption_column is None or args.eval_every is None,
          "--eval_every scores class-conditional and unconditional models; score a text model's saved pipeline with "
          "its prompts instead"),

@@ -193,11 +193,12 @@ def _build_edm2(name: str) -> Preset:
 
 EDM2_RECIPE: dict[str, object] = dict(
     loss="edm2", lr_schedule="edm2", learning_rate=0.01, ref_batches=800, lr_rampup_kimg=10.0, adam_beta2=0.99,
-    augment_p=0.0, dropout=0.0, p_mean=-0.8, p_std=1.6, phema_stds=[0.05, 0.10], phema_export_std=0.10,
+    augment_p=0.0, dropout=0.0, p_mean=-0.8, p_std=1.6, phema_stds=[0.05, 0.10], phema_export_std=0.15,
 )
 """Defaults that `--arch edm2` brings (EDM2's recipe: its loss and lr schedule, Adam β₂ 0.99, no augmentation or
 dropout, post-hoc EMA; the pixel-space σ distribution of its ImageNet-64 models), sized for the embedded digits; a
---preset and explicit flags override them."""
+--preset and explicit flags override them. The exported σ_rel 0.15 is the one held-out seeds chose on the digits for
+both training seeds (of 0.05, 0.10, 0.15)."""
 
 PRESETS: dict[str, Preset] = {row[0]: _build(*row) for row in _PRESET_ROWS}
 PRESETS.update((name, _build_edm2(name)) for name in _EDM2_SIZES)

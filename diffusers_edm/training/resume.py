@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .checkpoint import CONFIG, MANIFEST
+from .checkpoint import CONFIG, MANIFEST, find_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,20 @@ def check_resumed_settings(checkpoint: Path, current: dict, images_per_step: int
     for change in changes:
         logger.info("Resuming with a changed setting, %s.", change)
     return changes
+
+
+def resumed_arch(output_dir: str, which: str | None) -> str | None:
+    """The `--arch` of the checkpoint that `--resume_from_checkpoint which` names (None: no resume, no checkpoint yet,
+    or no readable settings; a missing folder is reported when the run starts), so that a run resumes with its own
+    backbone when `--arch` is not given."""
+    if which is None:
+        return None
+    try:
+        checkpoint = find_checkpoint(output_dir, which)
+    except CheckpointError:
+        return None
+    saved = _saved_settings(checkpoint) if checkpoint is not None else None
+    return saved.get("arch") if saved else None
 
 
 def _saved_settings(checkpoint: Path) -> dict | None:

@@ -4,7 +4,7 @@ its stroke thickness ("a thick seven"), a model trained on them with train_edm.p
 
     python benchmarks/captioned_digits.py make --out outputs/captioned-digits
     accelerate launch train_edm.py --train_data_dir outputs/captioned-digits/data --caption_column text \\
-        --text_encoder outputs/captioned-digits/encoder --arch edm2 --output_dir outputs/t2i-digits
+        --text_encoder outputs/captioned-digits/encoder --duration_kimg 100 --output_dir outputs/t2i-digits
     python benchmarks/captioned_digits.py evaluate --model outputs/t2i-digits --data outputs/captioned-digits \\
         --weights 1,1.5,2,3 --out docs/results/text_to_image.json --plot docs/images/text-to-image.png \\
         --grid docs/images/text-to-image-grid.png

@@ -314,10 +314,12 @@ def tune_run(phema_run, out, *flags):
 
 def test_a_run_with_post_hoc_ema_snapshots_has_its_ema_length_tuned(phema_run, tmp_path):
     """For a training run with snapshots, σ_rel is searched; the tuned folder holds the reconstruction of the tuned
-    σ_rel (the same weights `reconstruct_phema` writes), and "current" keeps the weights the run saved."""
+    σ_rel (the same weights `reconstruct_phema` writes), and "current" keeps the weights the run saved. The first
+    trial, the paper's sampler, takes the σ_rel the run wrote its pipeline at (the recipe's --phema_export_std)."""
     out = tmp_path / "tuned"
     (result,) = tune_run(phema_run, out, "--trials", "4")
     trials = json.loads((out / "tuning.json").read_text())["budgets"][0]["trials"]
+    assert trials[0]["settings"]["scheduler"] == "heun" and trials[0]["settings"]["std"] == 0.15
     assert all(0.03 <= t["settings"]["std"] <= 0.25 for t in trials) and len({t["settings"]["std"] for t in trials}) > 1
     assert all(t["settings"]["guide_std"] is None for t in trials)
     tuned = result.settings["tuned"]

@@ -25,6 +25,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
                                 phema=weights is not None, guide_phema=guide_weights is not None)
         study = open_study(out / JOURNAL, f"nfe-{nfe}", {**record, "nfe": nfe}, args.study_seed) \
             if state.is_main_process else None
-        run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=list(baselines.values()))
+        # The first trials: the baselines, with the σ_rel of the weights the run saved where the search needs one.
+        starts = [replace(s, std=weights.saved_std) if weights is not None and s.std is None else s
+                  for s in baselines.values()]
+        run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=starts)
         result = _validate(study, scorer, nfe, baselines, validation_seeds)
         if state.is_main_process:
             result.trials, result.importance = trial_records(study), setting_importance(study)

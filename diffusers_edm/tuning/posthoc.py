@@ -5,11 +5,13 @@ Sec. 3)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from ..errors import ReconstructionError
+from ..training.checkpoint import CONFIG
 from ..training.phema import SNAPSHOT_FOLDER, reconstruct_state_dict
 from ..training.phema_reconstruction import MAX_WEIGHT_RATIO, select_snapshots
 
@@ -20,10 +22,21 @@ def has_snapshots(model: str) -> bool:
     return folder.is_dir() and any(folder.glob("*.safetensors"))
 
 
+def exported_std(run: Path) -> float | None:
+    """The σ_rel at which the run wrote its pipeline (`train_edm.py --phema_export_std`); `None` for a half-life EMA or
+    a run without readable settings."""
+    try:
+        value = json.loads((run / CONFIG).read_text(encoding="utf-8")).get("phema_export_std")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class PosthocWeights:
     """
     Loads the weights of any σ_rel into a denoiser: reconstructed from the run's latest snapshots, or the weights the
-    run saved (σ_rel `None`). The last reconstruction is kept, so consecutive trials of one σ_rel reconstruct once.
+    run saved (σ_rel `None`; `saved_std` says which σ_rel they are, when the run wrote them with
+    `--phema_export_std`). The last reconstruction is kept, so consecutive trials of one σ_rel reconstruct once.
 
     Args:
         run (`Path`): the run folder (holding `phema/`).
@@ -35,6 +48,7 @@ class PosthocWeights:
 
     def __init__(self, run: Path, unet: torch.nn.Module) -> None:
         self.snapshots, self.target_nimg = select_snapshots(Path(run), None)
+        self.saved_std = exported_std(Path(run))
         self.unet = unet
         self.saved = {key: value.detach().cpu().clone() for key, value in unet.state_dict().items()}
         largest = max((float(v.abs().max()) for v in self.saved.values() if v.is_floating_point() and v.numel()),

@@ -312,10 +312,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = preset_defaults(preset) if preset is not None else {}
     parser.set_defaults(**defaults)
     known = parser.parse_known_args(argv)[0]
-    if known.arch is None:
-        given = "ddpmpp" if known.pretrained_model_name_or_path or known.model_config else "edm2"
-        parser.set_defaults(arch=resumed_arch(known.output_dir, known.resume_from_checkpoint) or given)
-    if parser.parse_known_args(argv)[0].arch == "edm2":  # EDM2's recipe, under the preset's values and the flags
+    arch = known.arch or resumed_arch(known.output_dir, known.resume_from_checkpoint) or (
+        "ddpmpp" if known.pretrained_model_name_or_path or known.model_config else "edm2")
+    parser.set_defaults(arch=arch)
+    if arch == "edm2":  # EDM2's recipe, under the preset's values and the flags
         parser.set_defaults(**{**EDM2_RECIPE, **defaults})
     args = parser.parse_args(argv)
     checks = [

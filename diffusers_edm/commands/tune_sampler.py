@@ -204,8 +204,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[BudgetResult]:
                                 phema=weights is not None, guide_phema=guide_weights is not None)
         study = open_study(out / JOURNAL, f"nfe-{nfe}", {**record, "nfe": nfe}, args.study_seed) \
             if state.is_main_process else None
-        # The first trials: the baselines, with the σ_rel of the weights the run saved where the search needs one.
-        starts = [replace(s, std=weights.saved_std) if weights is not None and s.std is None else s
+        # The first trials: the baselines, with the σ_rel of the weights the run saved where the search needs one
+        # (drawn by the search when unknown or outside its range).
+        saved_std = weights.saved_std if weights is not None else None
+        low, high = context.ranges.std
+        starts = [replace(s, std=saved_std) if saved_std is not None and low <= saved_std <= high else s
                   for s in baselines.values()]
         run_trials(study, scorer, context, tuning_seeds, prune_at, args.trials, state, starts=starts)
         result = _validate(study, scorer, nfe, baselines, validation_seeds)
